@@ -1,0 +1,70 @@
+package mongolock
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// LockInfo describes one locked document, as ListLocked reports it.
+type LockInfo struct {
+	DocumentID any
+	LockID     string
+	LockTime   time.Time
+	Token      int64 // 0 when the document has no fencing field
+}
+
+// Unlock clears the lock of every locked document that matches filter, whoever
+// holds it, and returns how many it cleared. It is for administrators: the
+// holders' releases then report ErrLockLost. The Locker's WithFields applies.
+func (lk *Locker) Unlock(ctx context.Context, filter any) (int64, error) {
+	r, err := lk.newRequest(filter, nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := lk.coll.UpdateMany(ctx, lockedFilter(r.filter, r.fields), clearUpdate(nil, r.fields))
+	if err != nil {
+		return 0, fmt.Errorf("mongolock: unlocking: %w", err)
+	}
+	if res.ModifiedCount > 0 {
+		lk.wakeWaiters()
+	}
+	return res.ModifiedCount, nil
+}
+
+// ListLocked returns the locked documents that match filter, oldest lock
+// first, read from the primary. The Locker's WithFields and WithFencing apply.
+func (lk *Locker) ListLocked(ctx context.Context, filter any) ([]LockInfo, error) {
+	r, err := lk.newRequest(filter, nil)
+	if err != nil {
+		return nil, err
+	}
+	f := r.fields
+	if f.seq == "" {
+		f.seq = defaultFencingField // report a token where the document has one
+	}
+	o := options.Find().SetProjection(holderProjection(f)).SetSort(bson.D{{Key: f.time, Value: 1}})
+	cur, err := lk.primary.Find(ctx, lockedFilter(r.filter, f), o)
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	var out []LockInfo
+	for cur.Next(ctx) {
+		doc := cur.Current
+		e := lockedErrorFromDoc(doc, f.lock, f.time)
+		info := LockInfo{LockID: e.LockID, LockTime: e.LockTime}
+		if err := doc.Lookup("_id").Unmarshal(&info.DocumentID); err != nil {
+			return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+		}
+		info.Token, _ = doc.Lookup(f.seq).AsInt64OK()
+		out = append(out, info)
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,96 @@
+package mongolock
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Do locks a document matching filter (waiting as Acquire does), runs fn
+// while holding it, and releases it on every path:
+//
+//   - fn returns nil: the release applies what fn asked for with
+//     SetUpdateOnRelease or SetDeleteOnRelease; Do returns the release's
+//     error (matching ErrLockLost if the lock was lost meanwhile);
+//   - fn returns an error: the lock is released without the update or
+//     delete, and fn's error is returned (joined with any release error);
+//   - fn panics: the lock is released the same way and the panic goes on.
+//
+// The context given to fn is cancelled with cause ErrLockLost when the
+// auto-refresh (WithAutoRefresh, or WithLease) finds the lock lost. The
+// release runs on context.WithoutCancel(ctx). Do returns Acquire's error
+// without calling fn when no lock is taken.
+func (lk *Locker) Do(ctx context.Context, filter any, fn func(ctx context.Context, l *Lock) error, opts ...Option) error {
+	r, err := lk.newRequest(filter, opts)
+	if err != nil {
+		return err
+	}
+	if fn == nil {
+		return invalid("Do: nil fn")
+	}
+	l, err := lk.acquire(ctx, r)
+	if err != nil {
+		return err
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	stop := l.keepAlive(fnCtx, cancel, r.cfg.refreshEvery())
+	finished := false
+	defer func() {
+		if !finished { // fn panicked: free the lock and let the panic go on
+			stop()
+			cancel(nil)
+			_ = l.release(ctx, releaseAction{})
+		}
+	}()
+	fnErr := fn(fnCtx, l)
+	finished = true
+	stop()
+	cancel(nil)
+	if fnErr != nil {
+		return errors.Join(fnErr, l.release(ctx, releaseAction{}))
+	}
+	err = l.Release(ctx)
+	if err != nil && !errors.Is(err, ErrLockLost) && l.hasReleaseAction() {
+		// The update or delete was refused or did not arrive: still free
+		// the document, so that no lock of ours is left behind.
+		err = errors.Join(err, l.release(ctx, releaseAction{}))
+	}
+	return err
+}
+
+// keepAlive refreshes the lock every interval until stop is called; when a
+// refresh finds the lock lost it cancels ctx with cause ErrLockLost. Other
+// refresh errors are retried at the next tick. A zero interval does nothing.
+func (l *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, every time.Duration) (stop func()) {
+	if every <= 0 {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := l.Refresh(ctx)
+			if errors.Is(err, ErrLockLost) {
+				cancel(err)
+				return
+			}
+			if err != nil {
+				l.locker.debug(l.request(), "refresh failed", "lock_id", l.id.lockID, "error", err)
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}

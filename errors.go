@@ -1,0 +1,161 @@
+package mongolock
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+var (
+	// ErrLocked is matched by the error of TryAcquire, Acquire and Do when
+	// every document that matches the filter is locked by another holder.
+	// The error is a *LockedDocumentError that names the holder.
+	ErrLocked = errors.New("mongolock: document is locked")
+
+	// ErrNotFound is returned by TryAcquire, Acquire and Do when no document
+	// matches the filter. Acquire does not wait for one to appear.
+	ErrNotFound = errors.New("mongolock: no document matches the filter")
+
+	// ErrLockLost is matched by the error of Release, ReleaseWithUpdate,
+	// ReleaseAndDelete, Refresh and Do when the lock is no longer held: it was
+	// broken, taken over after its lease ran out, unlocked by an administrator,
+	// the document was deleted, or the lock was already released. Nothing in
+	// the database is changed.
+	ErrLockLost = errors.New("mongolock: lock lost")
+
+	// ErrInvalidOption is matched by the error of any call given bad input: a
+	// nil collection, a filter, update or projection that is not a document,
+	// a negative duration, an update that writes the lock fields, or both an
+	// update and a delete on release. Nothing is sent to the server.
+	ErrInvalidOption = errors.New("mongolock: invalid option")
+)
+
+// timeLayout is Python's isoformat(timespec="seconds") of a naive UTC time.
+const timeLayout = "2006-01-02T15:04:05"
+
+// formatTime renders t as the messages of jobflow-remote do, in UTC.
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) + " UTC" }
+
+// LockedDocumentError reports that a document is locked by another holder.
+// TryAcquire, Acquire and Do return it (possibly wrapped) when they cannot take
+// the lock; errors.Is(err, ErrLocked) is true.
+type LockedDocumentError struct {
+	LockID   string
+	LockTime time.Time
+	// Document is the holder's document: its _id and lock fields, or all of it
+	// with WithLockedDocument.
+	Document bson.Raw
+}
+
+func (e *LockedDocumentError) Error() string {
+	return fmt.Sprintf("document %s is locked with lock_id %s since %s",
+		idString(e.Document.Lookup("_id")), e.LockID, formatTime(e.LockTime))
+}
+
+// Is makes errors.Is(err, ErrLocked) true.
+func (e *LockedDocumentError) Is(target error) bool { return target == ErrLocked }
+
+// JobLockedError reports that a jobflow-remote Job document is locked. It
+// wraps the *LockedDocumentError built from the document.
+type JobLockedError struct {
+	*LockedDocumentError
+	// Msg is appended to the message, after a space, when not empty.
+	Msg string
+}
+
+// JobLockedErrorFromDoc builds a *JobLockedError from a locked Job document
+// (with its db_id and lock fields); msg, when not empty, ends the message.
+func JobLockedErrorFromDoc(doc bson.Raw, msg string) *JobLockedError {
+	return &JobLockedError{LockedDocumentError: lockedErrorFromDoc(doc, LockKey, LockTimeKey), Msg: msg}
+}
+
+func (e *JobLockedError) Error() string {
+	return withMsg(fmt.Sprintf("Job with db_id %s is locked with lock_id %s since %s.",
+		idString(e.Document.Lookup("db_id")), e.LockID, formatTime(e.LockTime)), e.Msg)
+}
+
+// Unwrap returns the *LockedDocumentError, so errors.Is(err, ErrLocked) holds.
+func (e *JobLockedError) Unwrap() error { return e.LockedDocumentError }
+
+// FlowLockedError reports that a jobflow-remote Flow document is locked. It
+// wraps the *LockedDocumentError built from the document.
+type FlowLockedError struct {
+	*LockedDocumentError
+	// Msg is appended to the message, after a space, when not empty.
+	Msg string
+}
+
+// FlowLockedErrorFromDoc builds a *FlowLockedError from a locked Flow document
+// (with its uuid and lock fields); msg, when not empty, ends the message.
+func FlowLockedErrorFromDoc(doc bson.Raw, msg string) *FlowLockedError {
+	return &FlowLockedError{LockedDocumentError: lockedErrorFromDoc(doc, LockKey, LockTimeKey), Msg: msg}
+}
+
+func (e *FlowLockedError) Error() string {
+	return withMsg(fmt.Sprintf("Flow with uuid %s is locked with lock_id %s since %s.",
+		idString(e.Document.Lookup("uuid")), e.LockID, formatTime(e.LockTime)), e.Msg)
+}
+
+// Unwrap returns the *LockedDocumentError, so errors.Is(err, ErrLocked) holds.
+func (e *FlowLockedError) Unwrap() error { return e.LockedDocumentError }
+
+func withMsg(s, msg string) string {
+	if msg == "" {
+		return s
+	}
+	return s + " " + msg
+}
+
+// lockedErrorFromDoc reads the holder out of a locked document.
+func lockedErrorFromDoc(doc bson.Raw, lockKey, lockTimeKey string) *LockedDocumentError {
+	e := &LockedDocumentError{Document: doc}
+	if v, err := doc.LookupErr(lockKey); err == nil {
+		e.LockID = idString(v)
+	}
+	if v, err := doc.LookupErr(lockTimeKey); err == nil {
+		if dt, ok := v.DateTimeOK(); ok {
+			e.LockTime = time.UnixMilli(dt).UTC()
+		}
+	}
+	return e
+}
+
+// idString renders a BSON value as it reads in a message: strings bare,
+// ObjectIDs as hex, other values as Extended JSON.
+func idString(v bson.RawValue) string {
+	if s, ok := v.StringValueOK(); ok {
+		return s
+	}
+	if oid, ok := v.ObjectIDOK(); ok {
+		return oid.Hex()
+	}
+	if n, ok := v.AsInt64OK(); ok && v.Type != bson.TypeDouble {
+		return strconv.FormatInt(n, 10)
+	}
+	if v.Type == 0 {
+		return "<none>"
+	}
+	return v.String()
+}
+
+// waitError ends a wait that ran out: it matches the holder's
+// *LockedDocumentError (and so ErrLocked) and the context error.
+type waitError struct {
+	locked *LockedDocumentError
+	ctxErr error
+	waited time.Duration
+}
+
+func (e *waitError) Error() string {
+	return fmt.Sprintf("mongolock: gave up after waiting %s: %v: %v", e.waited.Round(time.Millisecond), e.locked, e.ctxErr)
+}
+
+func (e *waitError) Unwrap() []error { return []error{e.locked, e.ctxErr} }
+
+// invalid returns an error matching ErrInvalidOption.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}

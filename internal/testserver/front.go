@@ -1,0 +1,218 @@
+package testserver
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Wire protocol constants (MongoDB wire protocol, OP_MSG).
+const (
+	headerLen       = 16
+	opMsg           = 2013
+	flagMoreToCome  = 1 << 1
+	maxMessageBytes = 48 << 20
+)
+
+// writeCommands are the commands that FerretDB 1.x does not apply atomically
+// under concurrency; the front forwards them one at a time.
+var writeCommands = map[string]bool{
+	"insert":        true,
+	"update":        true,
+	"delete":        true,
+	"findandmodify": true,
+}
+
+// Front is a wire-level proxy in front of a MongoDB-wire server. With Serialize
+// set, write commands from all connections go through one mutex: a message is
+// read whole from the client, forwarded, and its reply read back before the
+// next write starts. Reads stay concurrent.
+type Front struct {
+	backend   string
+	serialize bool
+
+	ln    net.Listener
+	write sync.Mutex // held for the whole round trip of a write command
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// NewFront listens on addr and forwards every connection to backend.
+func NewFront(addr, backend string, serialize bool) (*Front, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	f := &Front{backend: backend, serialize: serialize, ln: ln, conns: map[net.Conn]struct{}{}}
+	f.wg.Add(1)
+	go f.accept()
+	return f, nil
+}
+
+// Addr is the address clients connect to.
+func (f *Front) Addr() string { return f.ln.Addr().String() }
+
+// Close stops accepting, closes every open connection and waits for their
+// goroutines to end.
+func (f *Front) Close() error {
+	err := f.ln.Close()
+	f.mu.Lock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+	return err
+}
+
+func (f *Front) accept() {
+	defer f.wg.Done()
+	for {
+		client, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.wg.Add(1)
+		go f.serve(client)
+	}
+}
+
+// track registers c so that Close can interrupt it; it reports false, and
+// closes c, when the front is already closing.
+func (f *Front) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		c.Close()
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *Front) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	c.Close()
+}
+
+func (f *Front) serve(client net.Conn) {
+	defer f.wg.Done()
+	if !f.track(client) {
+		return
+	}
+	defer f.untrack(client)
+	server, err := net.Dial("tcp", f.backend)
+	if err != nil || !f.track(server) {
+		return
+	}
+	defer f.untrack(server)
+
+	for {
+		msg, err := readMessage(client)
+		if err != nil {
+			return
+		}
+		if err := f.roundTrip(msg, client, server); err != nil {
+			return
+		}
+	}
+}
+
+// roundTrip forwards one client message and, unless the client said it wants
+// no reply, one reply back.
+func (f *Front) roundTrip(msg []byte, client, server net.Conn) error {
+	if f.serialize && isWrite(msg) {
+		f.write.Lock()
+		defer f.write.Unlock()
+	}
+	if _, err := server.Write(msg); err != nil {
+		return err
+	}
+	if !expectsReply(msg) {
+		return nil
+	}
+	reply, err := readMessage(server)
+	if err != nil {
+		return err
+	}
+	_, err = client.Write(reply)
+	return err
+}
+
+// readMessage reads one whole wire message, header included.
+func readMessage(r io.Reader) ([]byte, error) {
+	var header [headerLen]byte
+	if _, err := io.ReadFull(r, header[:]); err != nil {
+		return nil, err
+	}
+	n := int(int32(binary.LittleEndian.Uint32(header[:4])))
+	if n < headerLen || n > maxMessageBytes {
+		return nil, fmt.Errorf("testserver: bad message length %d", n)
+	}
+	msg := make([]byte, n)
+	copy(msg, header[:])
+	if _, err := io.ReadFull(r, msg[headerLen:]); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+func opCode(msg []byte) int32 { return int32(binary.LittleEndian.Uint32(msg[12:16])) }
+
+func expectsReply(msg []byte) bool {
+	if opCode(msg) != opMsg || len(msg) < headerLen+4 {
+		return true
+	}
+	return binary.LittleEndian.Uint32(msg[headerLen:])&flagMoreToCome == 0
+}
+
+// isWrite reports whether msg is an OP_MSG whose command (the first key of its
+// body section) is one of writeCommands.
+func isWrite(msg []byte) bool {
+	name, err := commandName(msg)
+	return err == nil && writeCommands[string(bytes.ToLower([]byte(name)))]
+}
+
+func commandName(msg []byte) (string, error) {
+	if opCode(msg) != opMsg {
+		return "", errors.New("not OP_MSG")
+	}
+	sections := msg[headerLen+4:]
+	for len(sections) > 0 {
+		kind := sections[0]
+		sections = sections[1:]
+		if len(sections) < 4 {
+			return "", errors.New("short section")
+		}
+		size := int(int32(binary.LittleEndian.Uint32(sections[:4])))
+		if size < 4 || size > len(sections) {
+			return "", errors.New("bad section size")
+		}
+		if kind == 0 {
+			elem, err := bson.Raw(sections[:size]).IndexErr(0)
+			if err != nil {
+				return "", err
+			}
+			return elem.Key(), nil
+		}
+		sections = sections[size:]
+	}
+	return "", errors.New("no body section")
+}
+
+func dialTimeout(addr string, d time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, d)
+}

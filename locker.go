@@ -1,0 +1,386 @@
+package mongolock
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+)
+
+// cleanupTimeout bounds the writes that run after the caller's context ended:
+// releases and the clean-up of an acquire whose outcome is unknown.
+const cleanupTimeout = 10 * time.Second
+
+// holderRetries bounds how often one attempt retries when the holder lookup
+// finds the document free again (it was released in between).
+const holderRetries = 8
+
+// A Locker locks documents of one collection. Its options are the defaults of
+// every call on it. It is safe for concurrent use; share one per collection so
+// that its waiters are woken as soon as it releases a lock.
+type Locker struct {
+	coll    *mongo.Collection // as given: writes use its write concern
+	primary *mongo.Collection // reads of lock state, always from the primary
+	base    config
+	clock   *serverClock
+	now     func() time.Time // client clock; tests shift it
+
+	mu       sync.Mutex
+	released chan struct{} // closed and replaced at every release
+}
+
+// New returns a Locker for coll. A nil coll or a bad option makes every call
+// return an error matching ErrInvalidOption.
+func New(coll *mongo.Collection, opts ...Option) *Locker {
+	lk := &Locker{coll: coll, base: defaultConfig().with(opts), now: time.Now, released: make(chan struct{})}
+	if coll == nil {
+		lk.base.fail(invalid("nil collection"))
+		return lk
+	}
+	lk.primary = coll.Clone(options.Collection().SetReadPreference(readpref.Primary()))
+	lk.clock = &serverClock{db: coll.Database().Client().Database("admin"), now: func() time.Time { return lk.now() }}
+	return lk
+}
+
+// request is one call's validated input: everything that can be checked
+// before I/O has been.
+type request struct {
+	cfg        config
+	fields     fieldSet
+	filter     bson.Raw
+	update     bson.Raw // the caller's, checked; nil when none
+	projection any
+	find       options.FindOneAndUpdateOptions // resolved, for the holder lookup
+	findOpts   []options.Lister[options.FindOneAndUpdateOptions]
+}
+
+// newRequest validates a call's filter and options.
+func (lk *Locker) newRequest(filter any, opts []Option) (*request, error) {
+	cfg := lk.base.with(opts)
+	if cfg.err != nil {
+		return nil, cfg.err
+	}
+	r := &request{cfg: cfg, fields: cfg.fields()}
+	var err error
+	if r.filter, err = toDocument("filter", filter); err != nil {
+		return nil, err
+	}
+	if cfg.update != nil {
+		if r.update, err = operatorUpdate("update", cfg.update, r.fields); err != nil {
+			return nil, err
+		}
+	}
+	if r.projection, err = lockProjection(cfg.projection, r.fields); err != nil {
+		return nil, err
+	}
+	if cfg.sort != nil {
+		if _, err := toDocument("sort", cfg.sort); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range cfg.findOpts {
+		for _, set := range o.List() {
+			if err := set(&r.find); err != nil {
+				return nil, invalid("find options: %v", err)
+			}
+		}
+	}
+	if cfg.sort != nil {
+		r.find.Sort = cfg.sort
+	}
+	r.findOpts = append(cfg.findOpts[:len(cfg.findOpts):len(cfg.findOpts)], r.lockOptions())
+	return r, nil
+}
+
+// lockOptions are applied after the caller's find options, so that they win.
+func (r *request) lockOptions() *options.FindOneAndUpdateOptionsBuilder {
+	o := options.FindOneAndUpdate().SetReturnDocument(options.After).SetUpsert(false)
+	if r.cfg.sort != nil {
+		o.SetSort(r.cfg.sort)
+	}
+	if r.projection != nil {
+		o.SetProjection(r.projection)
+	}
+	return o
+}
+
+// TryAcquire makes one attempt to lock a document matching filter. It returns
+// the lock, or an error matching ErrLocked (a *LockedDocumentError naming the
+// holder) when every match is locked, or ErrNotFound when nothing matches.
+func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*Lock, error) {
+	r, err := lk.newRequest(filter, opts)
+	if err != nil {
+		return nil, err
+	}
+	l, err := lk.attempt(ctx, r)
+	lk.observeAttempt(r, l, err, 0)
+	return l, err
+}
+
+// Acquire locks a document matching filter, waiting while every match is
+// locked: it retries with exponential back-off (from 10ms, capped by
+// WithPollInterval, with jitter), and at once when this Locker releases a
+// lock. It returns ErrNotFound as soon as nothing matches. When WithMaxWait
+// or ctx's deadline runs out, or ctx is cancelled, the error matches both the
+// holder's *LockedDocumentError and ctx's error (context.DeadlineExceeded
+// when the wait ran out).
+func (lk *Locker) Acquire(ctx context.Context, filter any, opts ...Option) (*Lock, error) {
+	r, err := lk.newRequest(filter, opts)
+	if err != nil {
+		return nil, err
+	}
+	return lk.acquire(ctx, r)
+}
+
+func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
+	start := time.Now()
+	deadline := start.Add(r.cfg.maxWait)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for attempt := 0; ; attempt++ {
+		wake := lk.releases() // taken first, so a release during the attempt is not missed
+		l, err := lk.attempt(ctx, r)
+		lk.observeAttempt(r, l, err, time.Since(start))
+		var locked *LockedDocumentError
+		if !errors.As(err, &locked) {
+			return l, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, lk.gaveUp(r, locked, context.DeadlineExceeded, start)
+		}
+		d := min(backoff(attempt, r.cfg.pollInterval), left)
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, lk.gaveUp(r, locked, ctx.Err(), start)
+		case <-timer.C:
+		case <-wake:
+		}
+	}
+}
+
+func (lk *Locker) gaveUp(r *request, locked *LockedDocumentError, ctxErr error, start time.Time) error {
+	waited := time.Since(start)
+	if o := r.cfg.observer; o != nil {
+		o.GaveUp(lk.coll.Name(), waited)
+	}
+	return &waitError{locked: locked, ctxErr: ctxErr, waited: waited}
+}
+
+// backoff is the pause before retry number attempt+1: 10ms doubling up to
+// limit, of which a random half is kept so that waiters spread out.
+func backoff(attempt int, limit time.Duration) time.Duration {
+	d := limit
+	if attempt < 30 && firstBackoff<<attempt < limit {
+		d = firstBackoff << attempt
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// releases returns a channel closed at the next release through this Locker.
+func (lk *Locker) releases() <-chan struct{} {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return lk.released
+}
+
+// wakeWaiters tells this Locker's waiters that a document was released.
+func (lk *Locker) wakeWaiters() {
+	lk.mu.Lock()
+	close(lk.released)
+	lk.released = make(chan struct{})
+	lk.mu.Unlock()
+}
+
+// attempt is one try: a conditional findOneAndUpdate and, when it takes
+// nothing, one read of the filter that tells "locked" (and by whom) from "no
+// match".
+func (lk *Locker) attempt(ctx context.Context, r *request) (*Lock, error) {
+	lockID := r.cfg.lockID
+	if lockID == "" {
+		lockID = newUUID()
+	}
+	update := acquireUpdate(r.update, r.fields, lockID)
+	var holder bson.Raw
+	for range holderRetries {
+		var staleBefore time.Time
+		if r.cfg.lease > 0 && !r.cfg.breakLock {
+			now, err := lk.clock.Now(ctx)
+			if err != nil {
+				return nil, err
+			}
+			staleBefore = now.Add(-r.cfg.lease)
+		}
+		sent := time.Now()
+		doc, err := lk.coll.FindOneAndUpdate(ctx, acquireFilter(r.filter, r.fields, r.cfg.breakLock, staleBefore), update, r.findOpts...).Raw()
+		if err == nil {
+			return lk.newLock(r, doc, time.Since(sent))
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			lk.abandon(ctx, r, lockID, sent, err)
+			return nil, fmt.Errorf("mongolock: acquiring: %w", err)
+		}
+		if r.cfg.breakLock {
+			return nil, ErrNotFound
+		}
+		if holder, err = lk.holder(ctx, r); err != nil {
+			return nil, err
+		}
+		if holder == nil {
+			return nil, ErrNotFound
+		}
+		if !lk.isFree(holder, r.fields, staleBefore) {
+			break
+		}
+	}
+	return nil, lockedErrorFromDoc(holder, r.fields.lock, r.fields.time)
+}
+
+// isFree reports whether a holder lookup found the document unlocked (or
+// stale), which means it was released between the two commands.
+func (lk *Locker) isFree(doc bson.Raw, f fieldSet, staleBefore time.Time) bool {
+	v, err := doc.LookupErr(f.lock)
+	if err != nil || v.Type == bson.TypeNull {
+		return true
+	}
+	t, ok := doc.Lookup(f.time).DateTimeOK()
+	return ok && !staleBefore.IsZero() && time.UnixMilli(t).Before(staleBefore)
+}
+
+// holder reads the first document that matches the filter (in the same sort),
+// from the primary; nil when there is none.
+func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
+	o := options.FindOne().SetSort(r.find.Sort)
+	if r.find.Collation != nil {
+		o.SetCollation(r.find.Collation)
+	}
+	if r.find.Hint != nil {
+		o.SetHint(r.find.Hint)
+	}
+	if !r.cfg.lockedDocument {
+		o.SetProjection(holderProjection(r.fields))
+	}
+	doc, err := lk.primary.FindOne(ctx, r.filter, o).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mongolock: reading the lock holder: %w", err)
+	}
+	return doc, nil
+}
+
+// abandon runs after an acquire write failed in a way that leaves its outcome
+// unknown (the context ended or the connection broke while it was in flight):
+// the server may have taken the lock all the same, so any lock it wrote is
+// cleared. A generated lock id names this attempt alone; a custom one is
+// narrowed to locks taken since the write was sent.
+func (lk *Locker) abandon(ctx context.Context, r *request, lockID string, sent time.Time, cause error) {
+	if ctx.Err() == nil && !mongo.IsNetworkError(cause) && !mongo.IsTimeout(cause) {
+		return // the server answered with an error: nothing was written
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	mine := bson.D{{Key: r.fields.lock, Value: lockID}}
+	if r.cfg.lockID != "" {
+		now, err := lk.clock.Now(ctx)
+		if err != nil {
+			lk.debug(r, "acquire clean-up failed", "lock_id", lockID, "error", err)
+			return
+		}
+		since := now.Add(-time.Since(sent) - time.Second) // margin for the clock estimate
+		mine = append(mine, bson.E{Key: r.fields.time, Value: bson.D{{Key: "$gte", Value: bson.NewDateTimeFromTime(since)}}})
+	}
+	_, err := lk.coll.UpdateMany(ctx, and(r.filter, mine), clearUpdate(nil, r.fields))
+	lk.debug(r, "acquire clean-up", "lock_id", lockID, "cause", cause, "error", err)
+}
+
+// newLock makes the Lock from the document the acquiring write returned.
+func (lk *Locker) newLock(r *request, doc bson.Raw, latency time.Duration) (*Lock, error) {
+	id, err := identityOf(doc, r.fields)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{})}
+	lk.debug(r, "lock acquired", "_id", id.docID, "lock_id", id.lockID, "latency", latency)
+	return l, nil
+}
+
+// identityOf reads an acquisition's identity out of the locked document.
+func identityOf(doc bson.Raw, f fieldSet) (identity, error) {
+	var id identity
+	var ok bool
+	id.docID, _ = doc.LookupErr("_id")
+	id.lockID, ok = doc.Lookup(f.lock).StringValueOK()
+	if !ok || id.docID.Type == 0 {
+		return id, fmt.Errorf("mongolock: the locked document has no _id or %s", f.lock)
+	}
+	dt, ok := doc.Lookup(f.time).DateTimeOK()
+	if !ok {
+		return id, fmt.Errorf("mongolock: the locked document has no date in %s", f.time)
+	}
+	id.time = bson.DateTime(dt)
+	if f.seq != "" {
+		id.token, _ = doc.Lookup(f.seq).AsInt64OK()
+	}
+	return id, nil
+}
+
+// observeAttempt reports an attempt's outcome: a lock taken after waiting
+// waited (0 for TryAcquire), or contention.
+func (lk *Locker) observeAttempt(r *request, l *Lock, err error, waited time.Duration) {
+	o := r.cfg.observer
+	switch {
+	case l != nil && o != nil:
+		o.Acquired(lk.coll.Name(), l.latency, waited)
+	case errors.Is(err, ErrLocked):
+		lk.debug(r, "document locked", "error", err)
+		if o != nil {
+			o.Contended(lk.coll.Name())
+		}
+	}
+}
+
+func (lk *Locker) debug(r *request, msg string, args ...any) {
+	if r.cfg.logger != nil {
+		r.cfg.logger.LogAttrs(context.Background(), slog.LevelDebug, "mongolock: "+msg, slog.String("collection", lk.coll.Name()), slog.Group("", args...))
+	}
+}
+
+// newUUID returns a random (version 4) UUID string.
+func newUUID() string {
+	var b [16]byte
+	crand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}

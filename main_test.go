@@ -1,0 +1,132 @@
+package mongolock_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/goleak"
+
+	"github.com/mongolock/mongolock/internal/testserver"
+)
+
+// The tests run against MONGODB_URI when it is set, and against the embedded
+// FerretDB (behind its one-write-at-a-time front) otherwise.
+var (
+	client   *mongo.Client
+	embedded bool
+	uri      string
+)
+
+const testDB = "mongolock_test"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(childEnv); role != "" {
+		os.Exit(runChild(role))
+	}
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	var stop func() error
+	var err error
+	uri, embedded, stop, err = testserver.ForTests()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test server:", err)
+		return 1
+	}
+	client, err = connect(uri)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "connect:", err)
+		return 1
+	}
+	code := m.Run()
+	ctx := context.Background()
+	if embedded {
+		_ = client.Database(testDB).Drop(ctx)
+	}
+	if err := client.Disconnect(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "disconnect:", err)
+		code = 1
+	}
+	if err := stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the test server:", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left running:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func connect(uri string) (*mongo.Client, error) {
+	c, err := mongo.Connect(options.Client().ApplyURI(uri).SetMaxPoolSize(64))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx, nil); err != nil {
+		_ = c.Disconnect(ctx)
+		return nil, err
+	}
+	return c, nil
+}
+
+var collSeq atomic.Int64
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_]+`)
+
+// newColl returns a fresh, empty collection for one test, dropped after it.
+func newColl(t testing.TB) *mongo.Collection {
+	t.Helper()
+	name := unsafeName.ReplaceAllString(t.Name(), "_")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	coll := client.Database(testDB).Collection(fmt.Sprintf("%s_%d", name, collSeq.Add(1)))
+	t.Cleanup(func() { _ = coll.Drop(context.Background()) })
+	return coll
+}
+
+// insert adds docs to coll, failing the test on error.
+func insert(t testing.TB, coll *mongo.Collection, docs ...any) {
+	t.Helper()
+	if _, err := coll.InsertMany(context.Background(), docs); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+}
+
+// get reads the document with _id id.
+func get(t testing.TB, coll *mongo.Collection, id any) bson.M {
+	t.Helper()
+	var doc bson.M
+	if err := coll.FindOne(context.Background(), bson.D{{Key: "_id", Value: id}}).Decode(&doc); err != nil {
+		t.Fatalf("reading document %v: %v", id, err)
+	}
+	return doc
+}
+
+// requireServerFeature skips a test that needs what FerretDB lacks.
+func requireRealMongoDB(t testing.TB, feature string) {
+	t.Helper()
+	if embedded {
+		t.Skipf("FerretDB lacks %s; set MONGODB_URI to a real MongoDB to run this test", feature)
+	}
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,371 @@
+package mongolock
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// This file holds the pure rules: how a filter, update or projection given by
+// the caller becomes the command the lock sends. Nothing here does I/O.
+
+var emptyDoc = bson.Raw{5, 0, 0, 0, 0}
+
+// toDocument marshals a filter-like value (bson.D, bson.M, bson.Raw, a map or
+// a struct) to a document; nil is the empty document.
+func toDocument(what string, v any) (bson.Raw, error) {
+	switch d := v.(type) {
+	case nil:
+		return emptyDoc, nil
+	case bson.Raw:
+		if err := d.Validate(); err != nil {
+			return nil, invalid("%s is not a valid document: %v", what, err)
+		}
+		return d, nil
+	}
+	if isPipeline(v) {
+		return nil, invalid("%s is a %T, not a document", what, v)
+	}
+	b, err := bson.Marshal(v)
+	if err != nil {
+		return nil, invalid("%s is not a document: %v", what, err)
+	}
+	return b, nil
+}
+
+// isPipeline reports whether v is a list (of stages) rather than a document:
+// any slice or array other than bson.D, []bson.E and bson.Raw.
+func isPipeline(v any) bool {
+	switch v.(type) {
+	case bson.D, []bson.E, bson.Raw, []byte:
+		return false
+	}
+	k := reflect.TypeOf(v).Kind()
+	return k == reflect.Slice || k == reflect.Array
+}
+
+// toPipeline marshals every stage of a pipeline update and checks that each
+// is a single $-stage.
+func toPipeline(v any) (bson.A, error) {
+	rv := reflect.ValueOf(v)
+	stages := make(bson.A, 0, rv.Len())
+	for i := range rv.Len() {
+		stage, err := toDocument(fmt.Sprintf("update pipeline stage %d", i), rv.Index(i).Interface())
+		if err != nil {
+			return nil, err
+		}
+		elems, _ := stage.Elements()
+		if len(elems) != 1 || !strings.HasPrefix(elems[0].Key(), "$") {
+			return nil, invalid("update pipeline stage %d is not a single $stage", i)
+		}
+		stages = append(stages, stage)
+	}
+	return stages, nil
+}
+
+// operatorUpdate checks that update is an update operator document that
+// leaves the lock's fields alone, and returns it.
+func operatorUpdate(what string, v any, f fieldSet) (bson.Raw, error) {
+	doc, err := toDocument(what, v)
+	if err != nil {
+		return nil, err
+	}
+	elems, err := doc.Elements()
+	if err != nil {
+		return nil, invalid("%s: %v", what, err)
+	}
+	for _, e := range elems {
+		op := e.Key()
+		if !strings.HasPrefix(op, "$") {
+			return nil, invalid("%s: %q is not an update operator (replacement documents are not supported)", what, op)
+		}
+		args, ok := e.Value().DocumentOK()
+		if !ok {
+			return nil, invalid("%s: %s takes a document", what, op)
+		}
+		if err := checkTouched(what, op, args, f); err != nil {
+			return nil, err
+		}
+	}
+	return doc, nil
+}
+
+// checkTouched rejects an operator whose paths (or, for $rename, targets)
+// overlap a lock field.
+func checkTouched(what, op string, args bson.Raw, f fieldSet) error {
+	elems, _ := args.Elements()
+	for _, e := range elems {
+		paths := []string{e.Key()}
+		if s, ok := e.Value().StringValueOK(); ok && op == "$rename" {
+			paths = append(paths, s)
+		}
+		for _, p := range paths {
+			if field, ok := f.overlaps(p); ok {
+				return invalid("%s: %s writes %q, which the lock owns (field %q)", what, op, p, field)
+			}
+		}
+	}
+	return nil
+}
+
+// overlaps reports which lock field, if any, path writes: the field itself, a
+// part of it, or a document that contains it.
+func (f fieldSet) overlaps(path string) (string, bool) {
+	for _, field := range []string{f.lock, f.time, f.seq} {
+		if field == "" {
+			continue
+		}
+		if path == field || strings.HasPrefix(path, field+".") || strings.HasPrefix(field, path+".") {
+			return field, true
+		}
+	}
+	return "", false
+}
+
+// releaseUpdate checks an update on release (an operator document or a
+// pipeline) and returns it with the lock fields cleared; nil means a plain
+// release.
+func releaseUpdate(v any, f fieldSet) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if isPipeline(v) {
+		stages, err := toPipeline(v)
+		if err != nil {
+			return nil, err
+		}
+		for i, s := range stages {
+			if err := checkStage(s.(bson.Raw), f); err != nil {
+				return nil, invalid("update pipeline stage %d: %v", i, err)
+			}
+		}
+		return stages, nil
+	}
+	doc, err := operatorUpdate("update on release", v, f)
+	if err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// checkStage rejects a pipeline stage that sets or unsets a lock field.
+func checkStage(stage bson.Raw, f fieldSet) error {
+	e := stage.Index(0)
+	switch e.Key() {
+	case "$set", "$addFields":
+		if args, ok := e.Value().DocumentOK(); ok {
+			return checkTouched("update", e.Key(), args, f)
+		}
+	case "$unset":
+		var paths []string
+		if s, ok := e.Value().StringValueOK(); ok {
+			paths = []string{s}
+		} else if arr, ok := e.Value().ArrayOK(); ok {
+			vals, _ := arr.Values()
+			for _, v := range vals {
+				paths = append(paths, v.StringValue())
+			}
+		}
+		for _, p := range paths {
+			if field, ok := f.overlaps(p); ok {
+				return fmt.Errorf("$unset of %q, which the lock owns (field %q)", p, field)
+			}
+		}
+	}
+	return nil
+}
+
+// acquireFilter is the caller's filter narrowed to documents the lock may
+// take: unlocked ones, or with a lease also those locked before staleBefore;
+// with breakLock, any.
+func acquireFilter(user bson.Raw, f fieldSet, breakLock bool, staleBefore time.Time) any {
+	if breakLock {
+		return user
+	}
+	var free bson.D
+	if staleBefore.IsZero() {
+		free = bson.D{{Key: f.lock, Value: nil}}
+	} else {
+		free = bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: f.lock, Value: nil}},
+			bson.D{{Key: f.time, Value: bson.D{{Key: "$lt", Value: bson.NewDateTimeFromTime(staleBefore)}}}},
+		}}}
+	}
+	return and(user, free)
+}
+
+// lockedFilter matches the documents of user that are locked.
+func lockedFilter(user bson.Raw, f fieldSet) any {
+	return and(user, bson.D{{Key: f.lock, Value: bson.D{{Key: "$ne", Value: nil}}}})
+}
+
+func and(user bson.Raw, cond bson.D) any {
+	if len(user) <= len(emptyDoc) {
+		return cond
+	}
+	return bson.D{{Key: "$and", Value: bson.A{user, cond}}}
+}
+
+// acquireUpdate merges the caller's update (already checked) with the lock's
+// own: lock_id by $set, lock_time by $currentDate (the server's clock), and
+// the fencing counter by $inc.
+func acquireUpdate(user bson.Raw, f fieldSet, lockID string) bson.D {
+	ours := map[string]bson.E{
+		"$set":         {Key: f.lock, Value: lockID},
+		"$currentDate": {Key: f.time, Value: true},
+	}
+	if f.seq != "" {
+		ours["$inc"] = bson.E{Key: f.seq, Value: int64(1)}
+	}
+	out := make(bson.D, 0, 3)
+	if user != nil {
+		elems, _ := user.Elements()
+		for _, e := range elems {
+			op := e.Key()
+			args := e.Value().Document()
+			own, mine := ours[op]
+			if !mine {
+				out = append(out, bson.E{Key: op, Value: args})
+				continue
+			}
+			delete(ours, op)
+			merged := bson.D{own}
+			vals, _ := args.Elements()
+			for _, v := range vals {
+				merged = append(merged, bson.E{Key: v.Key(), Value: v.Value()})
+			}
+			out = append(out, bson.E{Key: op, Value: merged})
+		}
+	}
+	for _, op := range []string{"$set", "$currentDate", "$inc"} {
+		if own, ok := ours[op]; ok {
+			out = append(out, bson.E{Key: op, Value: bson.D{own}})
+		}
+	}
+	return out
+}
+
+// identity is what names one acquisition: the document, the lock id, the
+// server time it was taken (or last refreshed) and the fencing token.
+type identity struct {
+	docID  bson.RawValue
+	lockID string
+	time   bson.DateTime
+	token  int64
+}
+
+// heldFilter matches the document only while this acquisition holds it, so a
+// late or retried release or refresh never touches a newer lock, even one
+// taken with the same custom lock id.
+func heldFilter(id identity, f fieldSet) bson.D {
+	filter := bson.D{
+		{Key: "_id", Value: id.docID},
+		{Key: f.lock, Value: id.lockID},
+		{Key: f.time, Value: id.time},
+	}
+	if f.seq != "" {
+		filter = append(filter, bson.E{Key: f.seq, Value: id.token})
+	}
+	return filter
+}
+
+// clearUpdate adds the clearing of the lock fields to a checked update on
+// release: into its $set, or as a last pipeline stage. Cleared fields are set
+// to null, as the Python original does.
+func clearUpdate(update any, f fieldSet) any {
+	clear := bson.D{{Key: f.lock, Value: nil}, {Key: f.time, Value: nil}}
+	switch u := update.(type) {
+	case bson.A:
+		return append(u[:len(u):len(u)], bson.D{{Key: "$set", Value: clear}})
+	case bson.Raw:
+		out := bson.D{}
+		merged := false
+		elems, _ := u.Elements()
+		for _, e := range elems {
+			if e.Key() != "$set" {
+				out = append(out, bson.E{Key: e.Key(), Value: e.Value()})
+				continue
+			}
+			set := append(bson.D{}, clear...)
+			vals, _ := e.Value().Document().Elements()
+			for _, v := range vals {
+				set = append(set, bson.E{Key: v.Key(), Value: v.Value()})
+			}
+			out = append(out, bson.E{Key: "$set", Value: set})
+			merged = true
+		}
+		if !merged {
+			out = append(out, bson.E{Key: "$set", Value: clear})
+		}
+		return out
+	}
+	return bson.D{{Key: "$set", Value: clear}}
+}
+
+// lockProjection returns the caller's projection with the _id and lock
+// fields always included (or, for an exclusion projection, never excluded).
+// A []string lists the fields to include, as the Python original allows.
+func lockProjection(v any, f fieldSet) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if names, ok := v.([]string); ok {
+		p := make(bson.D, 0, len(names)+3)
+		for _, n := range names {
+			p = append(p, bson.E{Key: n, Value: 1})
+		}
+		return withLockFields(p, f), nil
+	}
+	doc, err := toDocument("projection", v)
+	if err != nil {
+		return nil, err
+	}
+	elems, _ := doc.Elements()
+	var p bson.D
+	inclusion := false
+	for _, e := range elems {
+		k := e.Key()
+		if k == "_id" {
+			continue // always returned
+		}
+		if _, ours := f.overlaps(k); ours {
+			continue
+		}
+		if truthy(e.Value()) {
+			inclusion = true
+		}
+		p = append(p, bson.E{Key: k, Value: e.Value()})
+	}
+	if !inclusion {
+		return p, nil // exclusion (or empty): the lock fields come anyway
+	}
+	return withLockFields(p, f), nil
+}
+
+func withLockFields(p bson.D, f fieldSet) bson.D {
+	p = append(p, bson.E{Key: f.lock, Value: 1}, bson.E{Key: f.time, Value: 1})
+	if f.seq != "" {
+		p = append(p, bson.E{Key: f.seq, Value: 1})
+	}
+	return p
+}
+
+// truthy reports whether a projection value includes its field.
+func truthy(v bson.RawValue) bool {
+	switch v.Type {
+	case bson.TypeBoolean:
+		return v.Boolean()
+	case bson.TypeInt32, bson.TypeInt64, bson.TypeDouble:
+		n, _ := v.AsFloat64OK()
+		return n != 0
+	}
+	return false // operators such as $slice or $elemMatch
+}
+
+// holderProjection is what a holder lookup returns without WithLockedDocument.
+func holderProjection(f fieldSet) bson.D {
+	return withLockFields(bson.D{{Key: "_id", Value: 1}}, f)
+}
