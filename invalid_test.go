@@ -45,7 +45,10 @@ func TestInvalidInput(t *testing.T) {
 			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithUpdate(bson.D{{Key: "$set", Value: 1}}))
 			return err
 		}},
-		{"update sets the lock id", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithUpdate(lockUpdate)); return err }},
+		{"update sets the lock id", func() error {
+			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithUpdate(lockUpdate))
+			return err
+		}},
 		{"update unsets the lock time", func() error {
 			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithUpdate(bson.M{"$unset": bson.M{mongolock.LockTimeKey: ""}}))
 			return err
@@ -64,16 +67,37 @@ func TestInvalidInput(t *testing.T) {
 				mongolock.WithUpdate(bson.M{"$inc": bson.M{"lock_seq": 5}}))
 			return err
 		}},
-		{"negative max wait", func() error { _, err := mongolock.New(coll).Acquire(ctx, nil, mongolock.WithMaxWait(-time.Second)); return err }},
-		{"zero poll interval", func() error { _, err := mongolock.New(coll, mongolock.WithPollInterval(0)).Acquire(ctx, nil); return err }},
-		{"negative lease", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithLease(-time.Minute)); return err }},
+		{"negative max wait", func() error {
+			_, err := mongolock.New(coll).Acquire(ctx, nil, mongolock.WithMaxWait(-time.Second))
+			return err
+		}},
+		{"zero poll interval", func() error {
+			_, err := mongolock.New(coll, mongolock.WithPollInterval(0)).Acquire(ctx, nil)
+			return err
+		}},
+		{"negative lease", func() error {
+			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithLease(-time.Minute))
+			return err
+		}},
 		{"zero auto refresh", func() error { return mongolock.New(coll).Do(ctx, nil, ok, mongolock.WithAutoRefresh(0)) }},
 		{"empty lock id", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithLockID("")); return err }},
-		{"same lock fields", func() error { _, err := mongolock.New(coll, mongolock.WithFields("a", "a")).TryAcquire(ctx, nil); return err }},
-		{"lock field _id", func() error { _, err := mongolock.New(coll, mongolock.WithFields("_id", "t")).TryAcquire(ctx, nil); return err }},
-		{"lock field $where", func() error { _, err := mongolock.New(coll, mongolock.WithFields("l", "$where")).TryAcquire(ctx, nil); return err }},
+		{"same lock fields", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("a", "a")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field _id", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("_id", "t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field $where", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("l", "$where")).TryAcquire(ctx, nil)
+			return err
+		}},
 		{"sort is a string", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithSort("n")); return err }},
-		{"projection is a number", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithProjection(3)); return err }},
+		{"projection is a number", func() error {
+			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithProjection(3))
+			return err
+		}},
 		{"nil fn", func() error { return mongolock.New(coll).Do(ctx, nil, nil) }},
 		{"unlock filter is a string", func() error { _, err := mongolock.New(coll).Unlock(ctx, "all"); return err }},
 		{"list filter is a number", func() error { _, err := mongolock.New(coll).ListLocked(ctx, 1); return err }},
