@@ -49,8 +49,8 @@ func runTests(m *testing.M) int {
 	}
 	code := m.Run()
 	ctx := context.Background()
-	if embedded {
-		_ = client.Database(testDB).Drop(ctx)
+	for _, coll := range exampleColls {
+		_ = coll.Drop(ctx)
 	}
 	if err := client.Disconnect(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "disconnect:", err)
@@ -129,4 +129,19 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+var exampleColls []*mongo.Collection
+
+// exampleCollection returns a fresh collection holding docs, for the
+// runnable examples.
+func exampleCollection(docs ...any) *mongo.Collection {
+	coll := client.Database(testDB).Collection(fmt.Sprintf("example_%d", collSeq.Add(1)))
+	exampleColls = append(exampleColls, coll) // examples run one at a time
+	if len(docs) > 0 {
+		if _, err := coll.InsertMany(context.Background(), docs); err != nil {
+			panic(err)
+		}
+	}
+	return coll
 }

@@ -1,0 +1,43 @@
+// Package mongolock locks MongoDB documents in place, so that many workers on
+// many machines can claim work from a collection and never step on each other.
+//
+// It is the Go counterpart of the MongoLock of jobflow-remote
+// (jobflow_remote.utils.db) and writes the same two fields into the locked
+// document, lock_id and lock_time, so Python and Go processes that lock the
+// same collection respect each other's locks.
+//
+// # Model
+//
+// A lock is taken by one findOneAndUpdate whose filter is the caller's filter
+// narrowed to unlocked documents; the same write sets lock_id (a random UUID
+// unless WithLockID), lock_time (the server's clock, by $currentDate) and any
+// WithUpdate. When it takes nothing, one read of the caller's filter tells
+// whether the document is locked (ErrLocked, a *LockedDocumentError naming the
+// holder) or does not exist (ErrNotFound). A release sets both fields back to
+// null with a filter that names the acquisition (_id, lock_id, lock_time and
+// the fencing token), so a late or retried release can never free a newer
+// lock; it reports ErrLockLost when the lock was broken or taken over.
+//
+// Beyond the original: leases judged by the server's clock (WithLease), a
+// keep-alive inside Do (WithAutoRefresh) that cancels fn's context when the
+// lock is lost, fencing tokens (WithFencing), immediate hand-off to waiters of
+// the same Locker, an Observer and slog debug records.
+//
+// # Usage
+//
+//	lk := mongolock.New(jobs, mongolock.WithSort(bson.D{{"priority", -1}}))
+//	err := lk.Do(ctx, bson.D{{"state", "READY"}}, func(ctx context.Context, l *mongolock.Lock) error {
+//		if err := run(ctx, l.Document()); err != nil {
+//			return err // released, the job left READY
+//		}
+//		return l.SetUpdateOnRelease(bson.D{{"$set", bson.D{{"state", "DONE"}}}})
+//	})
+//	switch {
+//	case errors.Is(err, mongolock.ErrNotFound): // no READY job
+//	case errors.Is(err, mongolock.ErrLocked): // all READY jobs taken; waited WithMaxWait
+//	}
+//
+// The collection's write concern is the lock's durability: on a replica set
+// use majority. Reads of lock state go to the primary whatever the
+// collection's read preference.
+package mongolock
