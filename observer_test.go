@@ -1,0 +1,78 @@
+package mongolock_test
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mongolock/mongolock"
+)
+
+// countingObserver counts each event.
+type countingObserver struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (o *countingObserver) add(event string, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.counts == nil {
+		o.counts = map[string]int{}
+	}
+	if d < 0 {
+		event += " (negative duration)"
+	}
+	o.counts[event]++
+}
+
+func (o *countingObserver) Acquired(_ string, latency, waited time.Duration) {
+	o.add("acquired", min(latency, waited))
+}
+func (o *countingObserver) Contended(string)                   { o.add("contended", 0) }
+func (o *countingObserver) GaveUp(_ string, w time.Duration)   { o.add("gave up", w) }
+func (o *countingObserver) Released(_ string, h time.Duration) { o.add("released", h) }
+func (o *countingObserver) Lost(_ string, h time.Duration)     { o.add("lost", h) }
+
+func TestObserverAndLogger(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	job := jobDoc(t, coll)
+	obs := &countingObserver{}
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	lk := mongolock.New(coll, mongolock.WithObserver(obs), mongolock.WithLogger(logger), mongolock.WithPollInterval(10*time.Millisecond))
+
+	a, err := lk.TryAcquire(ctx, job) // acquired
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = lk.TryAcquire(ctx, job)                               // contended
+	_, _ = lk.Acquire(ctx, job, mongolock.WithMaxWait(0))        // contended, gave up
+	b, err := lk.TryAcquire(ctx, job, mongolock.WithBreakLock()) // acquired
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Release(ctx) // lost
+	_ = b.Release(ctx) // released
+
+	want := map[string]int{"acquired": 2, "contended": 2, "gave up": 1, "released": 1, "lost": 1}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	for k, v := range want {
+		if obs.counts[k] != v {
+			t.Errorf("%s: %d events, want %d (all: %v)", k, obs.counts[k], v, obs.counts)
+		}
+	}
+	if len(obs.counts) != len(want) {
+		t.Errorf("unexpected events: %v", obs.counts)
+	}
+	for _, msg := range []string{"lock acquired", "document locked", "lock lost", "lock released"} {
+		if !strings.Contains(logs.String(), "mongolock: "+msg) {
+			t.Errorf("no %q debug record in:\n%s", msg, logs.String())
+		}
+	}
+}
