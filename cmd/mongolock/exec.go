@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-
 	"github.com/mongolock/mongolock"
 )
 
@@ -137,4 +136,3 @@ func exitCode(cmd *exec.Cmd, err error) int {
 	_ = err
 	return exitFail
 }
-
