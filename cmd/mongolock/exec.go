@@ -115,15 +115,15 @@ func runHeld(lockCtx context.Context, l *mongolock.Lock, argv []string, stdout, 
 			lost = nil
 			fmt.Fprintf(stderr, "mongolock exec: %v; stopping %s\n", context.Cause(lockCtx), argv[0])
 			_ = cmd.Process.Signal(syscall.SIGTERM)
-		case err := <-done:
-			return exitCode(cmd, err), nil
+		case <-done:
+			return exitCode(cmd), nil
 		}
 	}
 }
 
 // exitCode is the command's exit code, or 128+signal when a signal ended it,
 // as shells report it.
-func exitCode(cmd *exec.Cmd, err error) int {
+func exitCode(cmd *exec.Cmd) int {
 	if cmd.ProcessState == nil {
 		return exitFail
 	}
@@ -133,6 +133,5 @@ func exitCode(cmd *exec.Cmd, err error) int {
 	if code := cmd.ProcessState.ExitCode(); code >= 0 {
 		return code
 	}
-	_ = err
 	return exitFail
 }
