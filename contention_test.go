@@ -32,6 +32,7 @@ const (
 	childColl    = "MONGOLOCK_TEST_COLL"
 	childWorkers = "MONGOLOCK_TEST_WORKERS"
 	childRounds  = "MONGOLOCK_TEST_ROUNDS"
+	childPace    = "MONGOLOCK_TEST_PACE"
 )
 
 // holders counts, inside the document itself, how many holders are in the
@@ -237,14 +238,10 @@ func checkQueue(t *testing.T, coll *mongo.Collection, processed map[int]int, job
 // each one's "key=value" result lines.
 func runChildren(t *testing.T, role string, procs int, coll *mongo.Collection, workers, rounds int) []map[string]int64 {
 	t.Helper()
-	ctx := testCtx(t)
 	cmds := make([]*exec.Cmd, procs)
 	outs := make([]*bytes.Buffer, procs)
 	for i := range cmds {
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(),
-			childEnv+"="+role, childURI+"="+uri, childColl+"="+coll.Name(),
-			childWorkers+"="+strconv.Itoa(workers), childRounds+"="+strconv.Itoa(rounds))
+		cmd := childCommand(role, coll, workers, rounds)
 		outs[i] = new(bytes.Buffer)
 		cmd.Stdout, cmd.Stderr = outs[i], outs[i]
 		if err := cmd.Start(); err != nil {
@@ -254,6 +251,7 @@ func runChildren(t *testing.T, role string, procs int, coll *mongo.Collection, w
 	}
 	results := make([]map[string]int64, procs)
 	for i, cmd := range cmds {
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("child %d: %v\n%s", i, err, outs[i])
 		}
@@ -267,6 +265,15 @@ func runChildren(t *testing.T, role string, procs int, coll *mongo.Collection, w
 		}
 	}
 	return results
+}
+
+// childCommand is the test binary started in role against coll.
+func childCommand(role string, coll *mongo.Collection, workers, rounds int) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		childEnv+"="+role, childURI+"="+uri, childColl+"="+coll.Name(),
+		childWorkers+"="+strconv.Itoa(workers), childRounds+"="+strconv.Itoa(rounds))
+	return cmd
 }
 
 // runChild is a child process's main: it runs role against the parent's
@@ -304,6 +311,16 @@ func runChild(role string) int {
 		}
 	case "hold":
 		return holdChild(ctx, coll)
+	case "handoff", "handoff-bare":
+		var lat handoffLatencies
+		pace, _ := time.ParseDuration(os.Getenv(childPace))
+		if err := handoffWorkers(ctx, coll, workers, int64(rounds), role == "handoff-bare", pace, &lat); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for _, ns := range lat.ns {
+			fmt.Printf("latency=%d\n", int64(ns))
+		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		return 2

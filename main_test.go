@@ -28,6 +28,7 @@ var (
 const testDB = "mongolock_test"
 
 func TestMain(m *testing.M) {
+	testserver.ServeIfHelper()
 	if role := os.Getenv(childEnv); role != "" {
 		os.Exit(runChild(role))
 	}

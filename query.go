@@ -202,11 +202,28 @@ func lockedFilter(user bson.Raw, f fieldSet) any {
 	return and(user, bson.D{{Key: f.lock, Value: bson.D{{Key: "$ne", Value: nil}}}})
 }
 
+// and matches the documents of user that also match cond: cond's fields are
+// added to user's when none of their keys meet (a plain filter is what
+// servers such as FerretDB push down to their storage), else both go under
+// $and.
 func and(user bson.Raw, cond bson.D) any {
 	if len(user) <= len(emptyDoc) {
 		return cond
 	}
-	return bson.D{{Key: "$and", Value: bson.A{user, cond}}}
+	elems, err := user.Elements()
+	if err != nil {
+		return bson.D{{Key: "$and", Value: bson.A{user, cond}}}
+	}
+	merged := make(bson.D, 0, len(elems)+len(cond))
+	for _, e := range elems {
+		for _, c := range cond {
+			if e.Key() == c.Key {
+				return bson.D{{Key: "$and", Value: bson.A{user, cond}}}
+			}
+		}
+		merged = append(merged, bson.E{Key: e.Key(), Value: e.Value()})
+	}
+	return append(merged, cond...)
 }
 
 // acquireUpdate merges the caller's update (already checked) with the lock's

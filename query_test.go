@@ -50,10 +50,14 @@ func TestAcquireFilter(t *testing.T) {
 		want      string
 	}{
 		{"empty filter", nil, defaultFields, false, time.Time{}, `{"lock_id":null}`},
-		{"filter", ready, defaultFields, false, time.Time{}, `{"$and":[{"state":"READY"},{"lock_id":null}]}`},
+		{"filter", ready, defaultFields, false, time.Time{}, `{"state":"READY","lock_id":null}`},
+		{"filter naming the lock field", bson.D{{Key: "lock_id", Value: bson.D{{Key: "$exists", Value: true}}}}, defaultFields, false, time.Time{},
+			`{"$and":[{"lock_id":{"$exists":true}},{"lock_id":null}]}`},
+		{"filter with its own $or and a lease", bson.D{{Key: "$or", Value: bson.A{bson.D{{Key: "a", Value: 1}}}}}, defaultFields, false, stale,
+			`{"$and":[{"$or":[{"a":1}]},{"$or":[{"lock_id":null},{"lock_time":{"$lt":{"$date":"2024-01-01T00:00:00Z"}}}]}]}`},
 		{"break lock", ready, defaultFields, true, time.Time{}, `{"state":"READY"}`},
 		{"break lock ignores the lease", ready, defaultFields, true, stale, `{"state":"READY"}`},
-		{"custom field", bson.M{"a": 1}, fieldSet{lock: "owner", time: "since"}, false, time.Time{}, `{"$and":[{"a":1},{"owner":null}]}`},
+		{"custom field", bson.M{"a": 1}, fieldSet{lock: "owner", time: "since"}, false, time.Time{}, `{"a":1,"owner":null}`},
 		{"lease", nil, defaultFields, false, stale, `{"$or":[{"lock_id":null},{"lock_time":{"$lt":{"$date":"2024-01-01T00:00:00Z"}}}]}`},
 	}
 	for _, tc := range cases {

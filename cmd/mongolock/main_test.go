@@ -29,6 +29,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	testserver.ServeIfHelper()
 	if os.Getenv(childCommandEnv) == "1" { // started as the command itself
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}

@@ -1,22 +1,74 @@
 package testserver
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"strings"
 )
 
 // URIEnv names the variable that points tests at a real MongoDB.
 const URIEnv = "MONGODB_URI"
 
+// helperEnv marks the helper process that serves the embedded server for a
+// test binary.
+const helperEnv = "MONGOLOCK_TESTSERVER_HELPER"
+
 // ForTests returns the server the tests run against: MONGODB_URI when set
-// (embedded is then false), otherwise a new embedded server. stop ends what
-// was started.
+// (embedded is then false), otherwise an embedded server in a helper process,
+// a copy of the test binary, so that the server's goroutines and allocations
+// stay out of the tests' leak checks and benchmarks. The test binary's
+// TestMain must call ServeIfHelper first. stop ends what was started.
 func ForTests() (uri string, embedded bool, stop func() error, err error) {
 	if uri := os.Getenv(URIEnv); uri != "" {
 		return uri, false, func() error { return nil }, nil
 	}
-	s, err := Start(Options{})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
 	if err != nil {
 		return "", false, nil, err
 	}
-	return s.URI(), true, s.Close, nil
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", false, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", false, nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "mongodb://") {
+		in.Close()
+		_ = cmd.Wait()
+		return "", false, nil, fmt.Errorf("testserver: the helper process said %q: %v", line, err)
+	}
+	stop = func() error {
+		in.Close() // the helper stops at end of input
+		return cmd.Wait()
+	}
+	return strings.TrimSpace(line), true, stop, nil
+}
+
+// ServeIfHelper makes the helper process started by ForTests serve: it prints
+// the server's URI, serves until its standard input ends, and exits. In any
+// other process it returns at once.
+func ServeIfHelper() {
+	if os.Getenv(helperEnv) != "1" {
+		return
+	}
+	s, err := Start(Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(s.URI())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
