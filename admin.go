@@ -2,7 +2,6 @@ package mongolock
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -27,7 +26,7 @@ func (lk *Locker) Unlock(ctx context.Context, filter any) (int64, error) {
 	}
 	res, err := lk.coll.UpdateMany(ctx, lockedFilter(r.filter, r.fields), clearUpdate(nil, r.fields))
 	if err != nil {
-		return 0, fmt.Errorf("mongolock: unlocking: %w", err)
+		return 0, ioError(ctx, "unlocking", err)
 	}
 	if res.ModifiedCount > 0 {
 		lk.wakeWaiters()
@@ -49,7 +48,7 @@ func (lk *Locker) ListLocked(ctx context.Context, filter any) ([]LockInfo, error
 	o := options.Find().SetProjection(holderProjection(f)).SetSort(bson.D{{Key: f.time, Value: 1}})
 	cur, err := lk.primary.Find(ctx, lockedFilter(r.filter, f), o)
 	if err != nil {
-		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+		return nil, ioError(ctx, "listing locks", err)
 	}
 	defer cur.Close(context.WithoutCancel(ctx))
 	var out []LockInfo
@@ -58,13 +57,13 @@ func (lk *Locker) ListLocked(ctx context.Context, filter any) ([]LockInfo, error
 		e := lockedErrorFromDoc(doc, f.lock, f.time)
 		info := LockInfo{LockID: e.LockID, LockTime: e.LockTime}
 		if err := doc.Lookup("_id").Unmarshal(&info.DocumentID); err != nil {
-			return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+			return nil, ioError(ctx, "listing locks", err)
 		}
 		info.Token, _ = doc.Lookup(f.seq).AsInt64OK()
 		out = append(out, info)
 	}
 	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("mongolock: listing locks: %w", err)
+		return nil, ioError(ctx, "listing locks", err)
 	}
 	return out, nil
 }

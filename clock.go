@@ -50,7 +50,7 @@ func (c *serverClock) sample(ctx context.Context) error {
 	raw, err := c.db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Raw()
 	end := c.now()
 	if err != nil {
-		return fmt.Errorf("mongolock: reading the server clock: %w", err)
+		return ioError(ctx, "reading the server clock", err)
 	}
 	dt, ok := raw.Lookup("localTime").DateTimeOK()
 	if !ok {

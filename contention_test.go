@@ -112,7 +112,7 @@ func TestContentionProcesses(t *testing.T) {
 	}
 	coll := newColl(t)
 	insert(t, coll, bson.D{{Key: "_id", Value: "shared"}, {Key: "counter", Value: 0}, {Key: "inside", Value: 0}})
-	const procs, workers, rounds = 3, 4, 10
+	procs, workers, rounds := 4, 8, stress(5, 320) // long: 10 240 acquisitions
 	var tl tally
 	results := runChildren(t, "contend", procs, coll, workers, rounds)
 	for _, r := range results {
@@ -154,10 +154,10 @@ func TestQueueProcesses(t *testing.T) {
 		t.Skip("spawns processes")
 	}
 	coll := newColl(t)
-	const jobs = 60
+	jobs := stress(200, 10000)
 	seedJobs(t, coll, jobs)
 	processed := map[int]int{}
-	for _, r := range runChildren(t, "queue", 2, coll, 3, 0) {
+	for _, r := range runChildren(t, "queue", 4, coll, 8, 0) {
 		for k, v := range r {
 			if id, err := strconv.Atoi(strings.TrimPrefix(k, "job")); err == nil {
 				processed[id] += int(v)
@@ -203,7 +203,10 @@ func queueWorkers(ctx context.Context, coll *mongo.Collection, workers int, done
 						return fmt.Errorf("job without an integer _id: %v", l.Document())
 					}
 					done(int(id))
-					return l.SetUpdateOnRelease(bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "DONE"}}}})
+					return l.SetUpdateOnRelease(bson.D{
+						{Key: "$set", Value: bson.D{{Key: "state", Value: "DONE"}}},
+						{Key: "$inc", Value: bson.D{{Key: "runs", Value: 1}}},
+					})
 				})
 				if errors.Is(err, mongolock.ErrNotFound) {
 					return nil
@@ -232,6 +235,25 @@ func checkQueue(t *testing.T, coll *mongo.Collection, processed map[int]int, job
 	if n != int64(jobs) {
 		t.Errorf("%d unlocked DONE jobs, want %d", n, jobs)
 	}
+	// Each releasing write counted one run in the document itself.
+	n, err = coll.CountDocuments(ctx, bson.D{{Key: "runs", Value: bson.D{{Key: "$ne", Value: 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d jobs published by more or fewer than one holder", n)
+	}
+}
+
+// stressEnv set to "long" makes the multi-process tests run their long mode.
+const stressEnv = "MONGOLOCK_STRESS"
+
+// stress returns the size for the current mode.
+func stress(short, long int) int {
+	if os.Getenv(stressEnv) == "long" {
+		return long
+	}
+	return short
 }
 
 // runChildren starts procs copies of the test binary in role and returns
@@ -260,7 +282,7 @@ func runChildren(t *testing.T, role string, procs int, coll *mongo.Collection, w
 		for sc.Scan() {
 			k, v, ok := strings.Cut(sc.Text(), "=")
 			if n, err := strconv.ParseInt(v, 10, 64); ok && err == nil {
-				results[i][k] = n
+				results[i][k] += n
 			}
 		}
 	}

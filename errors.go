@@ -1,12 +1,14 @@
 package mongolock
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 var (
@@ -154,6 +156,21 @@ func (e *waitError) Error() string {
 }
 
 func (e *waitError) Unwrap() []error { return []error{e.locked, e.ctxErr} }
+
+// ioError wraps the driver's error of an operation; when ctx has ended it
+// wraps ctx's error too, so that callers can match context.DeadlineExceeded
+// or context.Canceled whatever the driver or the server (after maxTimeMS)
+// made of it.
+func ioError(ctx context.Context, what string, err error) error {
+	cerr := ctx.Err()
+	if _, deadline := ctx.Deadline(); cerr == nil && deadline && mongo.IsTimeout(err) {
+		cerr = context.DeadlineExceeded // the server's maxTimeMS, from ctx's deadline, ran out first
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("mongolock: %s: %w (%w)", what, err, cerr)
+	}
+	return fmt.Errorf("mongolock: %s: %w", what, err)
+}
 
 // invalid returns an error matching ErrInvalidOption.
 func invalid(format string, args ...any) error {

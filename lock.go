@@ -153,7 +153,7 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("mongolock: releasing %s: %w", l.id.lockID, err)
+		return ioError(ctx, "releasing "+l.id.lockID, err)
 	}
 	l.done = true
 	if n == 0 {
@@ -186,7 +186,7 @@ func (l *Lock) Refresh(ctx context.Context) error {
 		return l.lostLocked("refreshing")
 	}
 	if err != nil {
-		return fmt.Errorf("mongolock: refreshing %s: %w", l.id.lockID, err)
+		return ioError(ctx, "refreshing "+l.id.lockID, err)
 	}
 	dt, ok := doc.Lookup(l.fields.time).DateTimeOK()
 	if !ok {

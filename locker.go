@@ -240,14 +240,9 @@ func (lk *Locker) attempt(ctx context.Context, r *request, lookup bool) (*Lock, 
 			}
 			staleBefore = now.Add(-r.cfg.lease)
 		}
-		sent := time.Now()
-		doc, err := lk.coll.FindOneAndUpdate(ctx, acquireFilter(r.filter, r.fields, r.cfg.breakLock, staleBefore), update, r.findOpts...).Raw()
-		if err == nil {
-			return lk.newLock(r, doc, time.Since(sent))
-		}
+		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock, staleBefore), update, lockID)
 		if !errors.Is(err, mongo.ErrNoDocuments) {
-			lk.abandon(ctx, r, lockID, sent, err)
-			return nil, fmt.Errorf("mongolock: acquiring: %w", err)
+			return l, err
 		}
 		if r.cfg.breakLock {
 			return nil, ErrNotFound
@@ -266,6 +261,38 @@ func (lk *Locker) attempt(ctx context.Context, r *request, lookup bool) (*Lock, 
 		}
 	}
 	return nil, lockedErrorFromDoc(holder, r.fields.lock, r.fields.time)
+}
+
+// take sends the acquiring write. The write runs on a context of its own,
+// so that a caller who gives up while it is in flight cannot leave behind a
+// lock that the server granted after all: such a lock is given back at once,
+// and the caller's error returned.
+func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.D, lockID string) (*Lock, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("mongolock: acquiring: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	sent := time.Now()
+	doc, err := lk.coll.FindOneAndUpdate(wctx, filter, update, r.findOpts...).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, err
+	}
+	if err != nil {
+		lk.abandon(wctx, r, lockID, sent, err)
+		return nil, ioError(ctx, "acquiring", err)
+	}
+	l, err := lk.newLock(r, doc, time.Since(sent))
+	if err != nil {
+		return nil, err
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		if err := l.release(ctx, releaseAction{}); err != nil {
+			return nil, fmt.Errorf("mongolock: acquiring: %w; giving the lock back: %w", cerr, err)
+		}
+		return nil, fmt.Errorf("mongolock: acquiring: %w", cerr)
+	}
+	return l, nil
 }
 
 // isFree reports whether a holder lookup found the document unlocked (or
@@ -297,16 +324,18 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("mongolock: reading the lock holder: %w", err)
+		return nil, ioError(ctx, "reading the lock holder", err)
 	}
 	return doc, nil
 }
 
 // abandon runs after an acquire write failed in a way that leaves its outcome
-// unknown (the context ended or the connection broke while it was in flight):
-// the server may have taken the lock all the same, so any lock it wrote is
-// cleared. A generated lock id names this attempt alone; a custom one is
-// narrowed to locks taken since the write was sent.
+// unknown (the connection broke, or the server did not answer in time): the
+// server may have taken the lock all the same, so any lock it wrote is
+// cleared, as far as the server can be reached. A generated lock id names
+// this attempt alone; a custom one is narrowed to locks taken since the write
+// was sent. The write may still be applied after the clean-up: a lease is
+// what bounds that case.
 func (lk *Locker) abandon(ctx context.Context, r *request, lockID string, sent time.Time, cause error) {
 	if ctx.Err() == nil && !mongo.IsNetworkError(cause) && !mongo.IsTimeout(cause) {
 		return // the server answered with an error: nothing was written

@@ -17,6 +17,7 @@ import (
 const (
 	headerLen       = 16
 	opMsg           = 2013
+	flagChecksum    = 1 << 0
 	flagMoreToCome  = 1 << 1
 	maxMessageBytes = 48 << 20
 )
@@ -125,7 +126,7 @@ func (f *Front) serve(client net.Conn) {
 		if err != nil {
 			return
 		}
-		if err := f.roundTrip(msg, client, server); err != nil {
+		if err := f.roundTrip(withoutMaxTime(msg), client, server); err != nil {
 			return
 		}
 	}
@@ -215,4 +216,51 @@ func commandName(msg []byte) (string, error) {
 
 func dialTimeout(addr string, d time.Duration) (net.Conn, error) {
 	return net.DialTimeout("tcp", addr, d)
+}
+
+// withoutMaxTime returns msg with the maxTimeMS field of its command removed.
+//
+// The driver derives maxTimeMS from a context's deadline. When FerretDB 1.x
+// times a command out, it interrupts the SQLite connection, and the interrupt
+// can land on the next statement run on that connection, which belongs to
+// another client's command: an unrelated update then fails, or matches
+// nothing. Without maxTimeMS the client still gives up at its deadline, and
+// the server finishes each command it started, as MongoDB does.
+func withoutMaxTime(msg []byte) []byte {
+	if opCode(msg) != opMsg || len(msg) < headerLen+5 || binary.LittleEndian.Uint32(msg[headerLen:])&flagChecksum != 0 {
+		return msg
+	}
+	bodyAt := headerLen + 4
+	if msg[bodyAt] != 0 {
+		return msg // the body section comes first in what drivers send
+	}
+	size := int(int32(binary.LittleEndian.Uint32(msg[bodyAt+1:])))
+	if size < 5 || bodyAt+1+size > len(msg) {
+		return msg
+	}
+	body := bson.Raw(msg[bodyAt+1 : bodyAt+1+size])
+	elems, err := body.Elements()
+	if err != nil {
+		return msg
+	}
+	doc := make([]byte, 4, size)
+	found := false
+	for _, e := range elems {
+		if e.Key() == "maxTimeMS" {
+			found = true
+			continue
+		}
+		doc = append(doc, e...)
+	}
+	if !found {
+		return msg
+	}
+	doc = append(doc, 0)
+	binary.LittleEndian.PutUint32(doc, uint32(len(doc)))
+	out := make([]byte, 0, len(msg)-size+len(doc))
+	out = append(out, msg[:bodyAt+1]...)
+	out = append(out, doc...)
+	out = append(out, msg[bodyAt+1+size:]...)
+	binary.LittleEndian.PutUint32(out, uint32(len(out)))
+	return out
 }

@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"sync/atomic"
@@ -147,6 +148,14 @@ func TestMessageRules(t *testing.T) {
 	binary.LittleEndian.PutUint32(bad[21:], 9999)
 	if isWrite(bad) {
 		t.Error("a malformed body is not taken for a write")
+	}
+	timed := opMsgBytes(t, 0, bson.D{{Key: "find", Value: "c"}, {Key: "maxTimeMS", Value: int64(3)}, {Key: "$db", Value: "d"}})
+	stripped := withoutMaxTime(timed)
+	if want := opMsgBytes(t, 0, bson.D{{Key: "find", Value: "c"}, {Key: "$db", Value: "d"}}); !bytes.Equal(stripped, want) {
+		t.Errorf("maxTimeMS not removed:\n got %x\nwant %x", stripped, want)
+	}
+	if plain := opMsgBytes(t, 0, bson.D{{Key: "find", Value: "c"}}); !bytes.Equal(withoutMaxTime(plain), plain) {
+		t.Error("a message without maxTimeMS changed")
 	}
 	if _, err := commandName(append(opMsgBytes(t, 0, bson.D{}), 0)[:headerLen+4]); err == nil {
 		t.Error("a message without a body section has no command")
