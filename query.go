@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"encoding/binary"
 	"fmt"
 	"reflect"
 	"strings"
@@ -21,7 +22,7 @@ func toDocument(what string, v any) (bson.Raw, error) {
 	case nil:
 		return emptyDoc, nil
 	case bson.Raw:
-		if err := d.Validate(); err != nil {
+		if err := validateDeep(d, 0); err != nil {
 			return nil, invalid("%s is not a valid document: %v", what, err)
 		}
 		return d, nil
@@ -34,6 +35,36 @@ func toDocument(what string, v any) (bson.Raw, error) {
 		return nil, invalid("%s is not a document: %v", what, err)
 	}
 	return b, nil
+}
+
+// maxNesting is MongoDB's limit on nested documents and arrays.
+const maxNesting = 100
+
+// validateDeep checks a raw document and every document and array in it
+// (the driver's Validate checks only the top level).
+func validateDeep(doc bson.Raw, depth int) error {
+	if depth > maxNesting {
+		return errString("documents nested too deep")
+	}
+	if len(doc) < 5 || int(int32(binary.LittleEndian.Uint32(doc))) != len(doc) {
+		return errString("document length does not match its bytes")
+	}
+	if err := doc.Validate(); err != nil {
+		return err
+	}
+	elems, err := doc.Elements()
+	if err != nil {
+		return err
+	}
+	for _, e := range elems {
+		switch v := e.Value(); v.Type {
+		case bson.TypeEmbeddedDocument, bson.TypeArray:
+			if err := validateDeep(bson.Raw(v.Value), depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // isPipeline reports whether v is a list (of stages) rather than a document:
