@@ -159,17 +159,29 @@ func (e *waitError) Unwrap() []error { return []error{e.locked, e.ctxErr} }
 
 // ioError wraps the driver's error of an operation; when ctx has ended it
 // wraps ctx's error too, so that callers can match context.DeadlineExceeded
-// or context.Canceled whatever the driver or the server (after maxTimeMS)
-// made of it.
+// or context.Canceled whatever the driver or the server made of it.
 func ioError(ctx context.Context, what string, err error) error {
-	cerr := ctx.Err()
-	if _, deadline := ctx.Deadline(); cerr == nil && deadline && mongo.IsTimeout(err) {
-		cerr = context.DeadlineExceeded // the server's maxTimeMS, from ctx's deadline, ran out first
-	}
-	if cerr != nil && !errors.Is(err, cerr) {
+	if cerr := endedBy(ctx, err); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("mongolock: %s: %w (%w)", what, err, cerr)
 	}
 	return fmt.Errorf("mongolock: %s: %w", what, err)
+}
+
+// endedBy returns ctx's error when err is due to ctx's end: ctx has ended,
+// or its deadline was about to pass (the driver does not send a command
+// that cannot finish in time) or passed on the server (maxTimeMS, which
+// the driver derives from the deadline). Otherwise it returns nil.
+func endedBy(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if _, deadline := ctx.Deadline(); deadline && (errors.Is(err, context.DeadlineExceeded) || mongo.IsTimeout(err)) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // invalid returns an error matching ErrInvalidOption.

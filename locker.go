@@ -122,7 +122,7 @@ func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	l, err := lk.attempt(ctx, r, true)
+	l, err := lk.attempt(ctx, r)
 	lk.observeAttempt(r, l, err, 0)
 	return l, err
 }
@@ -151,13 +151,17 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 			timer.Stop()
 		}
 	}()
-	var locked *LockedDocumentError
-	lookup := true
+	var locked *LockedDocumentError // the holder, once an attempt found one
 	for attempt := 0; ; attempt++ {
 		wake := lk.releases() // taken first, so a release during the attempt is not missed
-		l, err := lk.attempt(ctx, r, lookup)
+		l, err := lk.attempt(ctx, r)
 		lk.observeAttempt(r, l, err, time.Since(start))
-		if err != errNotTaken && !errors.As(err, &locked) {
+		if ctxErr := endedBy(ctx, err); ctxErr != nil && locked != nil {
+			// The wait ran out during an attempt: report it as a wait
+			// that ran out, naming the holder we know of.
+			return nil, lk.gaveUp(r, locked, ctxErr, start)
+		}
+		if !errors.As(err, &locked) {
 			return l, err
 		}
 		left := time.Until(deadline)
@@ -174,19 +178,10 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 		case <-ctx.Done():
 			return nil, lk.gaveUp(r, locked, ctx.Err(), start)
 		case <-timer.C:
-			lookup = true
 		case <-wake:
-			// Every waiter wakes and retries; those that lose skip the
-			// holder lookup, so that the winner's next release is not
-			// queued behind their reads.
-			lookup = false
 		}
 	}
 }
-
-// errNotTaken is what an attempt without holder lookup returns when it takes
-// nothing; the waiter keeps the holder it learned before.
-var errNotTaken = errors.New("mongolock: not taken")
 
 func (lk *Locker) gaveUp(r *request, locked *LockedDocumentError, ctxErr error, start time.Time) error {
 	waited := time.Since(start)
@@ -223,8 +218,8 @@ func (lk *Locker) wakeWaiters() {
 
 // attempt is one try: a conditional findOneAndUpdate and, when it takes
 // nothing, one read of the filter that tells "locked" (and by whom) from "no
-// match"; without lookup, errNotTaken instead of that read.
-func (lk *Locker) attempt(ctx context.Context, r *request, lookup bool) (*Lock, error) {
+// match".
+func (lk *Locker) attempt(ctx context.Context, r *request) (*Lock, error) {
 	lockID := r.cfg.lockID
 	if lockID == "" {
 		lockID = newUUID()
@@ -246,9 +241,6 @@ func (lk *Locker) attempt(ctx context.Context, r *request, lookup bool) (*Lock, 
 		}
 		if r.cfg.breakLock {
 			return nil, ErrNotFound
-		}
-		if !lookup {
-			return nil, errNotTaken
 		}
 		if holder, err = lk.holder(ctx, r); err != nil {
 			return nil, err
