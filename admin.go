@@ -29,7 +29,7 @@ func (lk *Locker) Unlock(ctx context.Context, filter any) (int64, error) {
 		return 0, ioError(ctx, "unlocking", err)
 	}
 	if res.ModifiedCount > 0 {
-		lk.wakeWaiters()
+		lk.waiters.wakeAll(nil)
 	}
 	return res.ModifiedCount, nil
 }

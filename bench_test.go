@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,8 +264,9 @@ func parallel(n int, f func() error) error {
 
 // handoffLatencies collects release→next-holder latencies in nanoseconds.
 type handoffLatencies struct {
-	mu sync.Mutex
-	ns []float64
+	mu   sync.Mutex
+	ns   []float64
+	self atomic.Int64 // acquisitions by the goroutine that had just released
 }
 
 func (h *handoffLatencies) add(d time.Duration) {
@@ -280,10 +282,13 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
-// The holder writes the wall time of its release into the releasing write;
-// the next holder reads it from the document it locked. Both processes run on
-// one machine, so they share the clock.
-const releasedAt = "released_at"
+// The holder writes the wall time of its release, and who it is, into the
+// releasing write; the next holder reads them from the document it locked.
+// Both processes run on one machine, so they share the clock.
+const (
+	releasedAt = "released_at"
+	releasedBy = "released_by"
+)
 
 // handoffWorkers take the document until its count reaches total, and record
 // each hand-off's latency. With bare, they use the bare driver and the same
@@ -305,17 +310,23 @@ func handoffWorkers(ctx context.Context, coll *mongo.Collection, workers int, to
 			return l.ReleaseWithUpdate(ctx, bson.D{{Key: "$set", Value: bson.D(set)}})
 		}, nil
 	}
+	var next atomic.Int64
 	return parallel(workers, func() error {
+		me := fmt.Sprintf("%d-%d", os.Getpid(), next.Add(1))
 		for {
 			doc, release, err := take()
 			if err != nil {
 				return err
 			}
 			if ns, ok := doc.Lookup(releasedAt).AsInt64OK(); ok && ns > 0 {
-				lat.add(time.Since(time.Unix(0, ns)))
+				if by, _ := doc.Lookup(releasedBy).StringValueOK(); by == me {
+					lat.self.Add(1) // taken again by its releaser: no hand-off
+				} else {
+					lat.add(time.Since(time.Unix(0, ns)))
+				}
 			}
 			count, _ := doc.Lookup("count").AsInt64OK()
-			err = release(bson.E{Key: releasedAt, Value: time.Now().UnixNano()}, bson.E{Key: "count", Value: count + 1})
+			err = release(bson.E{Key: releasedAt, Value: time.Now().UnixNano()}, bson.E{Key: releasedBy, Value: me}, bson.E{Key: "count", Value: count + 1})
 			if err != nil {
 				return err
 			}
@@ -343,8 +354,10 @@ func bareLockWait(ctx context.Context, coll *mongo.Collection, filter bson.D, po
 
 // BenchmarkHandoff: W goroutines (and, across processes, a second process
 // with as many) contend on one document; each op is one acquisition. Reports
-// p50 and p99 of the time from a release to the next holder's lock, for the
-// library and for the bare driver with the same back-off. With pace=0 a
+// p50 and p99 of the time from a release to the lock of the next holder when
+// that is another goroutine (a hand-off), and the share of acquisitions that
+// were hand-offs, for the library and for the bare driver with the same
+// back-off. With pace=0 a
 // holder asks for the lock again as soon as it releases it; with pace>0 it
 // works that long outside the lock first, so the next holder is a waiter.
 func BenchmarkHandoff(b *testing.B) {
@@ -352,20 +365,23 @@ func BenchmarkHandoff(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		for _, pace := range []time.Duration{0, time.Millisecond} {
 			b.Run(fmt.Sprintf("procs=%d/pace=%v", procs, pace), func(b *testing.B) {
-				lib := handoffRun(b, procs, workers, false, pace)
-				bare := handoffRun(b, procs, workers, true, pace)
+				lib, libShare := handoffRun(b, procs, workers, false, pace)
+				bare, bareShare := handoffRun(b, procs, workers, true, pace)
 				b.ReportMetric(percentile(lib, 0.50), "p50-ns")
 				b.ReportMetric(percentile(lib, 0.99), "p99-ns")
+				b.ReportMetric(libShare, "handoff-share")
 				b.ReportMetric(percentile(bare, 0.50), "driver-p50-ns")
 				b.ReportMetric(percentile(bare, 0.99), "driver-p99-ns")
+				b.ReportMetric(bareShare, "driver-handoff-share")
 			})
 		}
 	}
 }
 
 // handoffRun runs b.N acquisitions of one document over procs processes and
-// returns the sorted hand-off latencies.
-func handoffRun(b *testing.B, procs, workers int, bare bool, pace time.Duration) []float64 {
+// returns the sorted hand-off latencies and the share of acquisitions that
+// were hand-offs to another goroutine.
+func handoffRun(b *testing.B, procs, workers int, bare bool, pace time.Duration) (sorted []float64, share float64) {
 	ctx := context.Background()
 	coll := benchColl(b, bson.D{{Key: "_id", Value: "hot"}, {Key: "count", Value: int64(0)}, {Key: releasedAt, Value: int64(0)}})
 	role := "handoff"
@@ -381,12 +397,16 @@ func handoffRun(b *testing.B, procs, workers int, bare bool, pace time.Duration)
 		b.Fatal(err)
 	}
 	for _, c := range children {
-		for _, v := range c.wait(b)["latency"] {
+		out := c.wait(b)
+		for _, v := range out["latency"] {
 			lat.add(time.Duration(v))
+		}
+		for _, v := range out["self"] {
+			lat.self.Add(v)
 		}
 	}
 	slices.Sort(lat.ns)
-	return lat.ns
+	return lat.ns, float64(len(lat.ns)) / float64(len(lat.ns)+int(lat.self.Load()))
 }
 
 // childProc is a child process of the test binary started for a benchmark.

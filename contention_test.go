@@ -343,6 +343,7 @@ func runChild(role string) int {
 		for _, ns := range lat.ns {
 			fmt.Printf("latency=%d\n", int64(ns))
 		}
+		fmt.Printf("self=%d\n", lat.self.Load())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		return 2

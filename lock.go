@@ -164,7 +164,7 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 	if o := l.cfg.observer; o != nil {
 		o.Released(l.locker.coll.Name(), held)
 	}
-	l.locker.wakeWaiters()
+	l.locker.waiters.released()
 	return nil
 }
 

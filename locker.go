@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -34,15 +33,13 @@ type Locker struct {
 	base    config
 	clock   *serverClock
 	now     func() time.Time // client clock; tests shift it
-
-	mu       sync.Mutex
-	released chan struct{} // closed and replaced at every release
+	waiters waitQueue
 }
 
 // New returns a Locker for coll. A nil coll or a bad option makes every call
 // return an error matching ErrInvalidOption.
 func New(coll *mongo.Collection, opts ...Option) *Locker {
-	lk := &Locker{coll: coll, base: defaultConfig().with(opts), now: time.Now, released: make(chan struct{})}
+	lk := &Locker{coll: coll, base: defaultConfig().with(opts), now: time.Now}
 	if coll == nil {
 		lk.base.fail(invalid("nil collection"))
 		return lk
@@ -130,7 +127,7 @@ func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*
 // Acquire locks a document matching filter, waiting while every match is
 // locked: it retries with exponential back-off (from 10ms, capped by
 // WithPollInterval, with jitter), and at once when this Locker releases a
-// lock. It returns ErrNotFound as soon as nothing matches. When WithMaxWait
+// lock and it is the longest waiter for its filter. It returns ErrNotFound as soon as nothing matches. When WithMaxWait
 // or ctx's deadline runs out, or ctx is cancelled, the error matches both the
 // holder's *LockedDocumentError and ctx's error (context.DeadlineExceeded
 // when the wait ran out).
@@ -151,15 +148,19 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 			timer.Stop()
 		}
 	}()
+	me := lk.waiters.join(r.filter) // before the first attempt, so no release is missed
+	defer lk.waiters.leave(me)
 	var locked *LockedDocumentError // the holder, once an attempt found one
 	for attempt := 0; ; attempt++ {
-		wake := lk.releases() // taken first, so a release during the attempt is not missed
 		l, err := lk.attempt(ctx, r)
 		lk.observeAttempt(r, l, err, time.Since(start))
 		if ctxErr := endedBy(ctx, err); ctxErr != nil && locked != nil {
 			// The wait ran out during an attempt: report it as a wait
 			// that ran out, naming the holder we know of.
 			return nil, lk.gaveUp(r, locked, ctxErr, start)
+		}
+		if errors.Is(err, ErrNotFound) {
+			lk.waiters.wakeAll(me) // they wait for nothing too
 		}
 		if !errors.As(err, &locked) {
 			return l, err
@@ -178,7 +179,7 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 		case <-ctx.Done():
 			return nil, lk.gaveUp(r, locked, ctx.Err(), start)
 		case <-timer.C:
-		case <-wake:
+		case <-me.wake:
 		}
 	}
 }
@@ -199,21 +200,6 @@ func backoff(attempt int, limit time.Duration) time.Duration {
 		d = firstBackoff << attempt
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// releases returns a channel closed at the next release through this Locker.
-func (lk *Locker) releases() <-chan struct{} {
-	lk.mu.Lock()
-	defer lk.mu.Unlock()
-	return lk.released
-}
-
-// wakeWaiters tells this Locker's waiters that a document was released.
-func (lk *Locker) wakeWaiters() {
-	lk.mu.Lock()
-	close(lk.released)
-	lk.released = make(chan struct{})
-	lk.mu.Unlock()
 }
 
 // attempt is one try: a conditional findOneAndUpdate and, when it takes
