@@ -22,12 +22,13 @@ func TestWaitQueue(t *testing.T) {
 	}
 	q.released()
 	q.released() // a second wake while one is pending is not queued twice
-	if !woken(a1) || woken(a1) {
+	if !woken(a1) || woken(a1) || !woken(b1) || woken(b1) {
 		t.Fatal("a pending wake is kept, once")
 	}
 
 	// A waiter that leaves with a wake unused passes it on.
 	q.released()
+	woken(b1)
 	q.leave(a1)
 	if !woken(a2) {
 		t.Fatal("the unused wake of a leaving waiter goes to the next")
