@@ -114,6 +114,10 @@ func (r *request) lockOptions() *options.FindOneAndUpdateOptionsBuilder {
 // TryAcquire makes one attempt to lock a document matching filter. It returns
 // the lock, or an error matching ErrLocked (a *LockedDocumentError naming the
 // holder) when every match is locked, or ErrNotFound when nothing matches.
+//
+// If ctx ends while the acquiring write is in flight, the write is allowed to
+// finish (for up to 10s) and a lock it took is given back at once; the error
+// then matches ctx's error. So cancelling never leaves a lock behind.
 func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*Lock, error) {
 	r, err := lk.newRequest(filter, opts)
 	if err != nil {
