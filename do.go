@@ -84,8 +84,8 @@ func (l *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, ev
 				cancel(err)
 				return
 			}
-			if err != nil {
-				l.locker.debug(l.request(), "refresh failed", "lock_id", l.id.lockID, "error", err)
+			if err != nil && l.cfg.logger != nil {
+				l.locker.debug(l.cfg.logger, "refresh failed", "lock_id", l.id.lockID, "error", err)
 			}
 		}
 	}()

@@ -160,7 +160,9 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 		return l.lostLocked("releasing")
 	}
 	held := time.Since(l.acquired)
-	l.locker.debug(l.request(), "lock released", "lock_id", l.id.lockID, "held", held)
+	if l.cfg.logger != nil {
+		l.locker.debug(l.cfg.logger, "lock released", "lock_id", l.id.lockID, "held", held)
+	}
 	if o := l.cfg.observer; o != nil {
 		o.Released(l.locker.coll.Name(), held)
 	}
@@ -202,11 +204,11 @@ func (l *Lock) Refresh(ctx context.Context) error {
 func (l *Lock) lostLocked(while string) error {
 	l.lostOnce.Do(func() { close(l.lost) })
 	held := time.Since(l.acquired)
-	l.locker.debug(l.request(), "lock lost", "lock_id", l.id.lockID, "while", while)
+	if l.cfg.logger != nil {
+		l.locker.debug(l.cfg.logger, "lock lost", "lock_id", l.id.lockID, "while", while)
+	}
 	if o := l.cfg.observer; o != nil {
 		o.Lost(l.locker.coll.Name(), held)
 	}
 	return fmt.Errorf("%w: %s lock %s on document %s: it is no longer held", ErrLockLost, while, l.id.lockID, idString(l.id.docID))
 }
-
-func (l *Lock) request() *request { return &request{cfg: l.cfg} }

@@ -328,14 +328,18 @@ func (lk *Locker) abandon(ctx context.Context, r *request, lockID string, sent t
 	if r.cfg.lockID != "" {
 		now, err := lk.clock.Now(ctx)
 		if err != nil {
-			lk.debug(r, "acquire clean-up failed", "lock_id", lockID, "error", err)
+			if r.cfg.logger != nil {
+				lk.debug(r.cfg.logger, "acquire clean-up failed", "lock_id", lockID, "error", err)
+			}
 			return
 		}
 		since := now.Add(-time.Since(sent) - time.Second) // margin for the clock estimate
 		mine = append(mine, bson.E{Key: r.fields.time, Value: bson.D{{Key: "$gte", Value: bson.NewDateTimeFromTime(since)}}})
 	}
 	_, err := lk.coll.UpdateMany(ctx, and(r.filter, mine), clearUpdate(nil, r.fields))
-	lk.debug(r, "acquire clean-up", "lock_id", lockID, "cause", cause, "error", err)
+	if r.cfg.logger != nil {
+		lk.debug(r.cfg.logger, "acquire clean-up", "lock_id", lockID, "cause", cause, "error", err)
+	}
 }
 
 // newLock makes the Lock from the document the acquiring write returned.
@@ -345,7 +349,9 @@ func (lk *Locker) newLock(r *request, doc bson.Raw, latency time.Duration) (*Loc
 		return nil, err
 	}
 	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{})}
-	lk.debug(r, "lock acquired", "_id", id.docID, "lock_id", id.lockID, "latency", latency)
+	if r.cfg.logger != nil {
+		lk.debug(r.cfg.logger, "lock acquired", "_id", id.docID, "lock_id", id.lockID, "latency", latency)
+	}
 	return l, nil
 }
 
@@ -377,17 +383,20 @@ func (lk *Locker) observeAttempt(r *request, l *Lock, err error, waited time.Dur
 	case l != nil && o != nil:
 		o.Acquired(lk.coll.Name(), l.latency, waited)
 	case errors.Is(err, ErrLocked):
-		lk.debug(r, "document locked", "error", err)
+		if r.cfg.logger != nil {
+			lk.debug(r.cfg.logger, "document locked", "error", err)
+		}
 		if o != nil {
 			o.Contended(lk.coll.Name())
 		}
 	}
 }
 
-func (lk *Locker) debug(r *request, msg string, args ...any) {
-	if r.cfg.logger != nil {
-		r.cfg.logger.LogAttrs(context.Background(), slog.LevelDebug, "mongolock: "+msg, slog.String("collection", lk.coll.Name()), slog.Group("", args...))
-	}
+// debug writes a debug record to logger. Callers check that logger is not
+// nil first, so that a Locker without one does not even build the record's
+// arguments.
+func (lk *Locker) debug(logger *slog.Logger, msg string, args ...any) {
+	logger.LogAttrs(context.Background(), slog.LevelDebug, "mongolock: "+msg, slog.String("collection", lk.coll.Name()), slog.Group("", args...))
 }
 
 // newUUID returns a random (version 4) UUID string.
