@@ -38,6 +38,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.workers, "workers", 8, "number of workers in all")
 	fs.DurationVar(&cfg.work, "work", 100*time.Millisecond, "mean simulated work per job")
 	fs.StringVar(&cfg.uri, "uri", "", "run against this MongoDB `URI` (default: start the embedded server)")
+	fs.StringVar(&cfg.db, "db", "mongolock_demo", "database `name`")
+	fs.StringVar(&cfg.collection, "collection", "", "collection `name`, which must be empty or absent; it is dropped at the end (default: a new one)")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "how long to wait for the server")
 	if ok, code := parse(fs, args); !ok {
 		return code
@@ -61,13 +63,21 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.uri = srv.URI()
 		fmt.Fprintf(stdout, "embedded server (FerretDB, one write at a time) at %s\n", cfg.uri)
 	}
-	cfg.db, cfg.collection = "mongolock_demo", fmt.Sprintf("jobs_%d", time.Now().UnixNano())
+	if cfg.collection == "" {
+		cfg.collection = fmt.Sprintf("jobs_%d", time.Now().UnixNano())
+	}
 	client, err := cfg.connect(ctx)
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
 	defer client.Disconnect(context.Background())
 	coll := cfg.coll(client)
+	if n, err := coll.EstimatedDocumentCount(ctx); err != nil || n > 0 {
+		if err == nil {
+			err = fmt.Errorf("collection %s.%s holds %d documents; the demo needs an empty one", cfg.db, cfg.collection, n)
+		}
+		return fail(stderr, "demo", err)
+	}
 	defer coll.Drop(context.Background())
 	if err := seedDemo(ctx, coll, *jobs); err != nil {
 		return fail(stderr, "demo", err)
@@ -75,13 +85,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%d READY jobs, %d workers in %d process(es), about %v of work each\n", *jobs, cfg.workers, *procs, cfg.work)
 
 	start := time.Now()
-	progress := startProgress(ctx, stdout, coll, *jobs, start)
-	waits, err := runDemoProcesses(ctx, cfg, *procs)
+	var waits waitCounter // this process's waits, live; the others' come at the end
+	progress := startProgress(ctx, stdout, coll, *jobs, &waits, start)
+	err = runDemoProcesses(ctx, cfg, *procs, &waits)
 	progress()
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
-	return demoSummary(ctx, stdout, stderr, coll, *jobs, waits, time.Since(start))
+	return demoSummary(ctx, stdout, stderr, coll, *jobs, waits.n.Load(), time.Since(start))
 }
 
 func seedDemo(ctx context.Context, coll *mongo.Collection, jobs int) error {
@@ -94,9 +105,8 @@ func seedDemo(ctx context.Context, coll *mongo.Collection, jobs int) error {
 }
 
 // runDemoProcesses runs the workers, a share of them in each of procs
-// processes (this one included), and returns the lock waits they counted.
-func runDemoProcesses(ctx context.Context, cfg demoConfig, procs int) (int64, error) {
-	var waits atomic.Int64
+// processes (this one included), and adds the lock waits they count to waits.
+func runDemoProcesses(ctx context.Context, cfg demoConfig, procs int, waits *waitCounter) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for p := range procs {
 		share := cfg.workers / procs
@@ -107,20 +117,17 @@ func runDemoProcesses(ctx context.Context, cfg demoConfig, procs int) (int64, er
 			g.Go(func() error {
 				c := cfg
 				c.workers = share
-				n, err := demoWorkers(ctx, c)
-				waits.Add(n)
-				return err
+				return demoWorkers(ctx, c, waits)
 			})
 			continue
 		}
 		g.Go(func() error {
 			n, err := demoChild(ctx, cfg, share)
-			waits.Add(n)
+			waits.n.Add(n)
 			return err
 		})
 	}
-	err := g.Wait()
-	return waits.Load(), err
+	return g.Wait()
 }
 
 // demoChild runs share workers in another process of this program.
@@ -161,11 +168,11 @@ func runDemoWorker(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	waits, err := demoWorkers(ctx, cfg)
-	if err != nil {
+	var waits waitCounter
+	if err := demoWorkers(ctx, cfg, &waits); err != nil {
 		return fail(stderr, "demo-worker", err)
 	}
-	fmt.Fprintf(stdout, "waits=%d\n", waits)
+	fmt.Fprintf(stdout, "waits=%d\n", waits.n.Load())
 	return exitOK
 }
 
@@ -181,17 +188,16 @@ func (w *waitCounter) Lost(string, time.Duration)                    {}
 // demoWorkers runs cfg.workers workers until no READY job is left; each
 // locks the highest-priority READY job, works, and publishes DONE (and one
 // more run) in the write that releases the lock.
-func demoWorkers(ctx context.Context, cfg demoConfig) (waits int64, err error) {
+func demoWorkers(ctx context.Context, cfg demoConfig, waits *waitCounter) error {
 	client, err := cfg.connect(ctx)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer client.Disconnect(context.Background())
-	var counter waitCounter
 	lk := mongolock.New(cfg.coll(client),
 		mongolock.WithSort(bson.D{{Key: "priority", Value: -1}}),
 		mongolock.WithPollInterval(50*time.Millisecond),
-		mongolock.WithObserver(&counter))
+		mongolock.WithObserver(waits))
 	ready := bson.D{{Key: "state", Value: "READY"}}
 	g, ctx := errgroup.WithContext(ctx)
 	for range cfg.workers {
@@ -215,8 +221,7 @@ func demoWorkers(ctx context.Context, cfg demoConfig) (waits int64, err error) {
 			}
 		})
 	}
-	err = g.Wait()
-	return counter.n.Load(), err
+	return g.Wait()
 }
 
 // simulateWork sleeps between half and one and a half times mean.
@@ -236,7 +241,7 @@ func simulateWork(ctx context.Context, mean time.Duration) error {
 
 // startProgress shows jobs done and the rate: a line redrawn in place on a
 // terminal, a line every few seconds otherwise. The returned func stops it.
-func startProgress(ctx context.Context, w io.Writer, coll *mongo.Collection, jobs int, start time.Time) (stop func()) {
+func startProgress(ctx context.Context, w io.Writer, coll *mongo.Collection, jobs int, waits *waitCounter, start time.Time) (stop func()) {
 	tty := isTerminal(w)
 	every := 2 * time.Second
 	if tty {
@@ -265,7 +270,7 @@ func startProgress(ctx context.Context, w io.Writer, coll *mongo.Collection, job
 				continue
 			}
 			rate := float64(done) / time.Since(start).Seconds()
-			line := fmt.Sprintf("%d/%d jobs done, %.0f jobs/s", done, jobs, rate)
+			line := fmt.Sprintf("%d/%d jobs done, %.0f jobs/s, %d lock waits", done, jobs, rate, waits.n.Load())
 			if tty {
 				fmt.Fprintf(w, "\r\033[K%s", line)
 			} else {

@@ -147,6 +147,17 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+func TestDemoRefusesACollectionInUse(t *testing.T) {
+	coll, _ := newJobs(t, 1)
+	code, _, stderr := runCmd("demo", "-uri", serverURI, "-db", coll.Database().Name(), "-collection", coll.Name(), "-jobs", "5")
+	if code != exitFail || !strings.Contains(stderr, "holds 1 documents") {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if n, _ := coll.CountDocuments(context.Background(), bson.D{}); n != 1 {
+		t.Errorf("the demo touched a collection in use: %d documents", n)
+	}
+}
+
 func TestCheckVerdicts(t *testing.T) {
 	for _, raw := range []bool{true, false} {
 		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
