@@ -75,8 +75,7 @@ func JobLockedErrorFromDoc(doc bson.Raw, msg string) *JobLockedError {
 }
 
 func (e *JobLockedError) Error() string {
-	return withMsg(fmt.Sprintf("Job with db_id %s is locked with lock_id %s since %s.",
-		idString(e.Document.Lookup("db_id")), e.LockID, formatTime(e.LockTime)), e.Msg)
+	return jobflowMessage("Job", "db_id", e.LockedDocumentError, e.Msg)
 }
 
 // Unwrap returns the *LockedDocumentError, so errors.Is(err, ErrLocked) holds.
@@ -97,18 +96,21 @@ func FlowLockedErrorFromDoc(doc bson.Raw, msg string) *FlowLockedError {
 }
 
 func (e *FlowLockedError) Error() string {
-	return withMsg(fmt.Sprintf("Flow with uuid %s is locked with lock_id %s since %s.",
-		idString(e.Document.Lookup("uuid")), e.LockID, formatTime(e.LockTime)), e.Msg)
+	return jobflowMessage("Flow", "uuid", e.LockedDocumentError, e.Msg)
 }
 
 // Unwrap returns the *LockedDocumentError, so errors.Is(err, ErrLocked) holds.
 func (e *FlowLockedError) Unwrap() error { return e.LockedDocumentError }
 
-func withMsg(s, msg string) string {
-	if msg == "" {
-		return s
+// jobflowMessage is jobflow-remote's message for a locked document of kind
+// what, named by its idField; msg, when not empty, ends it.
+func jobflowMessage(what, idField string, e *LockedDocumentError, msg string) string {
+	s := fmt.Sprintf("%s with %s %s is locked with lock_id %s since %s.",
+		what, idField, idString(e.Document.Lookup(idField)), e.LockID, formatTime(e.LockTime))
+	if msg != "" {
+		s += " " + msg
 	}
-	return s + " " + msg
+	return s
 }
 
 // lockedErrorFromDoc reads the holder out of a locked document.
