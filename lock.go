@@ -174,21 +174,30 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 // alive. It returns an error matching ErrLockLost, and closes Lost, when the
 // lock is no longer held; a lock whose lease ran out but that nobody took is
 // still held.
+//
+// The new lock_time names the acquisition from then on, so a refresh that
+// was sent is allowed to finish (for up to 10s) even if ctx ends meanwhile;
+// otherwise the Lock could no longer release what the server renewed.
 func (l *Lock) Refresh(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mongolock: refreshing %s: %w", l.ID(), err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
 		return fmt.Errorf("%w: already released or lost", ErrLockLost)
 	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	update := bson.D{{Key: "$currentDate", Value: bson.D{{Key: l.fields.time, Value: true}}}}
-	doc, err := l.locker.coll.FindOneAndUpdate(ctx, heldFilter(l.id, l.fields), update,
+	doc, err := l.locker.coll.FindOneAndUpdate(wctx, heldFilter(l.id, l.fields), update,
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		l.done = true
 		return l.lostLocked("refreshing")
 	}
 	if err != nil {
-		return ioError(ctx, "refreshing "+l.id.lockID, err)
+		return ioError(wctx, "refreshing "+l.id.lockID, err)
 	}
 	dt, ok := doc.Lookup(l.fields.time).DateTimeOK()
 	if !ok {

@@ -131,10 +131,10 @@ func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*
 // Acquire locks a document matching filter, waiting while every match is
 // locked: it retries with exponential back-off (from 10ms, capped by
 // WithPollInterval, with jitter), and at once when this Locker releases a
-// lock and it is the longest waiter for its filter. It returns ErrNotFound as soon as nothing matches. When WithMaxWait
-// or ctx's deadline runs out, or ctx is cancelled, the error matches both the
-// holder's *LockedDocumentError and ctx's error (context.DeadlineExceeded
-// when the wait ran out).
+// lock while it is the longest waiter for its filter. It returns ErrNotFound
+// as soon as nothing matches. When WithMaxWait or ctx's deadline runs out, or
+// ctx is cancelled, the error matches both the holder's *LockedDocumentError
+// and ctx's error (context.DeadlineExceeded when the wait ran out).
 func (lk *Locker) Acquire(ctx context.Context, filter any, opts ...Option) (*Lock, error) {
 	r, err := lk.newRequest(filter, opts)
 	if err != nil {
