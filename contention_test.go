@@ -310,7 +310,7 @@ func runChild(role string) int {
 	coll := c.Database(testDB).Collection(os.Getenv(childColl))
 	workers, _ := strconv.Atoi(os.Getenv(childWorkers))
 	rounds, _ := strconv.Atoi(os.Getenv(childRounds))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour) // the long mode runs for many minutes; the parent kills us on failure
 	defer cancel()
 	switch role {
 	case "contend":
