@@ -95,7 +95,8 @@ func (l *Lock) SetDeleteOnRelease() error {
 
 // Release frees the lock, applying what SetUpdateOnRelease or
 // SetDeleteOnRelease asked for. It runs on context.WithoutCancel(ctx), so a
-// cancelled caller still frees the lock. When the lock is no longer held the
+// cancelled caller still frees the lock (the write gets 10s more after ctx
+// ends). When the lock is no longer held the
 // error matches ErrLockLost and nothing is changed. After a network error the
 // call may be retried: it can never free a newer lock.
 func (l *Lock) Release(ctx context.Context) error {
@@ -131,8 +132,8 @@ func (l *Lock) hasReleaseAction() bool {
 
 // release runs one release write named by this acquisition's identity.
 func (l *Lock) release(ctx context.Context, a releaseAction) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
+	ctx, stop := detached(ctx)
+	defer stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
@@ -176,7 +177,7 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 // still held.
 //
 // The new lock_time names the acquisition from then on, so a refresh that
-// was sent is allowed to finish (for up to 10s) even if ctx ends meanwhile;
+// was sent is allowed to finish (for up to 10s more) if ctx ends meanwhile;
 // otherwise the Lock could no longer release what the server renewed.
 func (l *Lock) Refresh(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -187,8 +188,8 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	if l.done {
 		return fmt.Errorf("%w: already released or lost", ErrLockLost)
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
+	wctx, stop := detached(ctx)
+	defer stop()
 	update := bson.D{{Key: "$currentDate", Value: bson.D{{Key: l.fields.time, Value: true}}}}
 	doc, err := l.locker.coll.FindOneAndUpdate(wctx, heldFilter(l.id, l.fields), update,
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()

@@ -16,8 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 )
 
-// cleanupTimeout bounds the writes that run after the caller's context ended:
-// releases and the clean-up of an acquire whose outcome is unknown.
+// cleanupTimeout bounds the clean-up of an acquire whose outcome is unknown.
 const cleanupTimeout = 10 * time.Second
 
 // holderRetries bounds how often one attempt retries when the holder lookup
@@ -116,8 +115,8 @@ func (r *request) lockOptions() *options.FindOneAndUpdateOptionsBuilder {
 // holder) when every match is locked, or ErrNotFound when nothing matches.
 //
 // If ctx ends while the acquiring write is in flight, the write is allowed to
-// finish (for up to 10s) and a lock it took is given back at once; the error
-// then matches ctx's error. So cancelling never leaves a lock behind.
+// finish (for up to 10s more) and a lock it took is given back at once; the
+// error then matches ctx's error. So cancelling never leaves a lock behind.
 func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*Lock, error) {
 	r, err := lk.newRequest(filter, opts)
 	if err != nil {
@@ -253,8 +252,8 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mongolock: acquiring: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
+	wctx, stop := detached(ctx)
+	defer stop()
 	sent := time.Now()
 	doc, err := lk.coll.FindOneAndUpdate(wctx, filter, update, r.findOpts...).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
