@@ -118,7 +118,7 @@ func get(t testing.TB, coll *mongo.Collection, id any) bson.M {
 	return doc
 }
 
-// requireServerFeature skips a test that needs what FerretDB lacks.
+// requireRealMongoDB skips a test that needs what FerretDB lacks.
 func requireRealMongoDB(t testing.TB, feature string) {
 	t.Helper()
 	if embedded {
