@@ -8,12 +8,18 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// LockInfo describes one locked document, as ListLocked reports it.
+// LockInfo describes one locked document, as ListLocked reports it. Host,
+// PID and Expires come from the holder record (HolderKey) and are zero when
+// the record is missing or names another lock id (a Python holder writes
+// none).
 type LockInfo struct {
 	DocumentID any
 	LockID     string
 	LockTime   time.Time
-	Token      int64 // 0 when the document has no fencing field
+	Token      int64     // 0 when the document has no fencing field
+	Host       string    // the holder's host name
+	PID        int       // the holder's process id
+	Expires    time.Time // when the holder's declared lease runs out; zero without a lease
 }
 
 // Unlock clears the lock of every locked document that matches filter, whoever
@@ -59,7 +65,10 @@ func (lk *Locker) ListLocked(ctx context.Context, filter any) ([]LockInfo, error
 		if err := doc.Lookup("_id").Unmarshal(&info.DocumentID); err != nil {
 			return nil, ioError(ctx, "listing locks", err)
 		}
-		info.Token, _ = doc.Lookup(f.seq).AsInt64OK()
+		info.Token, _ = lookup(doc, f.seq).AsInt64OK()
+		if h, ok := holderOf(doc, f.lock); ok {
+			info.Host, info.PID, info.Expires = h.host, h.pid, h.expires
+		}
 		out = append(out, info)
 	}
 	if err := cur.Err(); err != nil {

@@ -116,13 +116,11 @@ func jobflowMessage(what, idField string, e *LockedDocumentError, msg string) st
 // lockedErrorFromDoc reads the holder out of a locked document.
 func lockedErrorFromDoc(doc bson.Raw, lockKey, lockTimeKey string) *LockedDocumentError {
 	e := &LockedDocumentError{Document: doc}
-	if v, err := doc.LookupErr(lockKey); err == nil {
+	if v := lookup(doc, lockKey); v.Type != 0 {
 		e.LockID = idString(v)
 	}
-	if v, err := doc.LookupErr(lockTimeKey); err == nil {
-		if dt, ok := v.DateTimeOK(); ok {
-			e.LockTime = time.UnixMilli(dt).UTC()
-		}
+	if dt, ok := lookup(doc, lockTimeKey).DateTimeOK(); ok {
+		e.LockTime = time.UnixMilli(dt).UTC()
 	}
 	return e
 }

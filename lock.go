@@ -200,7 +200,7 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	if err != nil {
 		return ioError(wctx, "refreshing "+l.id.lockID, err)
 	}
-	dt, ok := doc.Lookup(l.fields.time).DateTimeOK()
+	dt, ok := lookup(doc, l.fields.time).DateTimeOK()
 	if !ok {
 		return fmt.Errorf("mongolock: refreshing %s: no date in %s", l.id.lockID, l.fields.time)
 	}

@@ -279,11 +279,11 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 // isFree reports whether a holder lookup found the document unlocked (or
 // stale), which means it was released between the two commands.
 func (lk *Locker) isFree(doc bson.Raw, f fieldSet, staleBefore time.Time) bool {
-	v, err := doc.LookupErr(f.lock)
-	if err != nil || v.Type == bson.TypeNull {
+	v := lookup(doc, f.lock)
+	if v.Type == 0 || v.Type == bson.TypeNull {
 		return true
 	}
-	t, ok := doc.Lookup(f.time).DateTimeOK()
+	t, ok := lookup(doc, f.time).DateTimeOK()
 	return ok && !staleBefore.IsZero() && time.UnixMilli(t).Before(staleBefore)
 }
 
@@ -359,17 +359,17 @@ func identityOf(doc bson.Raw, f fieldSet) (identity, error) {
 	var id identity
 	var ok bool
 	id.docID, _ = doc.LookupErr("_id")
-	id.lockID, ok = doc.Lookup(f.lock).StringValueOK()
+	id.lockID, ok = lookup(doc, f.lock).StringValueOK()
 	if !ok || id.docID.Type == 0 {
 		return id, fmt.Errorf("mongolock: the locked document has no _id or %s", f.lock)
 	}
-	dt, ok := doc.Lookup(f.time).DateTimeOK()
+	dt, ok := lookup(doc, f.time).DateTimeOK()
 	if !ok {
 		return id, fmt.Errorf("mongolock: the locked document has no date in %s", f.time)
 	}
 	id.time = bson.DateTime(dt)
 	if f.seq != "" {
-		id.token, _ = doc.Lookup(f.seq).AsInt64OK()
+		id.token, _ = lookup(doc, f.seq).AsInt64OK()
 	}
 	return id, nil
 }

@@ -417,3 +417,12 @@ func truthy(v bson.RawValue) bool {
 func holderProjection(f fieldSet) bson.D {
 	return withLockFields(bson.D{{Key: "_id", Value: 1}}, f)
 }
+
+// lookup finds a dotted path in doc; the zero RawValue when it is missing.
+func lookup(doc bson.Raw, path string) bson.RawValue {
+	v, err := doc.LookupErr(strings.Split(path, ".")...)
+	if err != nil {
+		return bson.RawValue{}
+	}
+	return v
+}
