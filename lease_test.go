@@ -57,19 +57,21 @@ func TestLeaseTakeover(t *testing.T) {
 	if _, err := lk.TryAcquire(ctx, job); !errors.Is(err, mongolock.ErrLocked) {
 		t.Fatalf("a fresh lease was taken: %v", err)
 	}
-	// Without a lease of its own, an acquirer never takes a held lock.
-	plain := mongolock.New(coll)
 	time.Sleep(ttl + 50*time.Millisecond)
-	if _, err := plain.TryAcquire(ctx, job); !errors.Is(err, mongolock.ErrLocked) {
-		t.Fatalf("an acquirer without a lease took an expired lock: %v", err)
-	}
-	// The expired lock, not yet taken, can still be refreshed.
+	// The expired lock, not yet taken, can still be refreshed, which
+	// renews the holder's promise.
 	if err := old.Refresh(ctx); err != nil {
 		t.Fatalf("refreshing an expired lock nobody took: %v", err)
 	}
-	l, err := lk.Acquire(ctx, job, mongolock.WithMaxWait(10*time.Second))
+	if _, err := lk.TryAcquire(ctx, job); !errors.Is(err, mongolock.ErrLocked) {
+		t.Fatalf("a refreshed lease was taken: %v", err)
+	}
+	// The lease is the holder's promise: once it has run out, an acquirer
+	// without a lease of its own takes the document too.
+	plain := mongolock.New(coll, mongolock.WithPollInterval(50*time.Millisecond))
+	l, err := plain.Acquire(ctx, job, mongolock.WithMaxWait(10*time.Second))
 	if err != nil {
-		t.Fatalf("taking over a stale lease: %v", err)
+		t.Fatalf("taking over an expired lease: %v", err)
 	}
 	if err := old.Release(ctx); !errors.Is(err, mongolock.ErrLockLost) {
 		t.Errorf("old holder's release: %v, want ErrLockLost", err)

@@ -23,6 +23,7 @@ type Lock struct {
 
 	mu        sync.Mutex
 	id        identity
+	expires   time.Time // the declared lease's end; zero without a lease
 	doc       bson.Raw
 	done      bool // released, or found lost
 	onRelease releaseAction
@@ -130,7 +131,15 @@ func (l *Lock) hasReleaseAction() bool {
 	return l.onRelease.update != nil || l.onRelease.delete
 }
 
-// release runs one release write named by this acquisition's identity.
+// releaseAttempts bounds how often a release is sent when its reply does not
+// come back.
+const releaseAttempts = 5
+
+// release frees the lock with one write named by this acquisition's
+// identity. A write whose reply never came is sent again (a few times, with
+// back-off): it can only free this acquisition, so a second copy is
+// harmless. When a copy then finds the lock gone, the document tells
+// whether an earlier copy freed it.
 func (l *Lock) release(ctx context.Context, a releaseAction) error {
 	ctx, stop := detached(ctx)
 	defer stop()
@@ -139,27 +148,78 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 	if l.done {
 		return fmt.Errorf("%w: already released or lost", ErrLockLost)
 	}
+	var lostReply error // the last copy whose reply never came
+	for attempt := 0; ; attempt++ {
+		n, err := l.releaseOnce(ctx, a)
+		switch {
+		case err == nil && n > 0:
+			l.released()
+			return nil
+		case err == nil && lostReply != nil:
+			return l.afterLostReply(ctx, a, lostReply)
+		case err == nil:
+			l.done = true
+			return l.lostLocked("releasing")
+		case !unknownOutcome(ctx, err):
+			return ioError(ctx, "releasing "+l.id.lockID, err)
+		}
+		lostReply = err
+		if attempt+1 == releaseAttempts || !sleep(ctx, backoff(attempt+3, time.Second)) {
+			return l.mayRemain(ctx, err)
+		}
+	}
+}
+
+// releaseOnce sends one release write and returns how many documents it
+// freed.
+func (l *Lock) releaseOnce(ctx context.Context, a releaseAction) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
 	filter := heldFilter(l.id, l.fields)
-	var n int64
-	var err error
 	if a.delete {
-		var res *mongo.DeleteResult
-		if res, err = l.locker.coll.DeleteOne(ctx, filter); err == nil {
-			n = res.DeletedCount
+		res, err := l.locker.coll.DeleteOne(ctx, filter)
+		if err != nil {
+			return 0, err
 		}
-	} else {
-		var res *mongo.UpdateResult
-		if res, err = l.locker.coll.UpdateOne(ctx, filter, clearUpdate(a.update, l.fields)); err == nil {
-			n = res.MatchedCount
-		}
+		return res.DeletedCount, nil
 	}
+	res, err := l.locker.coll.UpdateOne(ctx, filter, clearUpdate(a.update, l.fields))
 	if err != nil {
-		return ioError(ctx, "releasing "+l.id.lockID, err)
+		return 0, err
 	}
+	return res.MatchedCount, nil
+}
+
+// afterLostReply decides, when a release finds the lock gone after an
+// earlier copy's reply was lost, whether that copy freed it: the document
+// was deleted (for a delete), or its lock fields and holder record are
+// cleared as only a release or Unlock of this library clears them. A lock
+// now held by someone else, or cleared by a Python unlock, means the lock
+// was lost, and the release may or may not have been applied before.
+func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error) error {
 	l.done = true
-	if n == 0 {
-		return l.lostLocked("releasing")
+	doc, err := l.locker.primary.FindOne(ctx, bson.D{{Key: "_id", Value: l.id.docID}},
+		options.FindOne().SetProjection(holderProjection(l.fields))).Raw()
+	gone := errors.Is(err, mongo.ErrNoDocuments)
+	if err != nil && !gone {
+		return fmt.Errorf("%w: releasing %s: the reply of an earlier release was lost (%w) and the lock is gone; "+
+			"whether that release was applied is unknown: %w", ErrLockLost, l.id.lockID, cause, ioError(ctx, "reading the document", err))
 	}
+	cleared := !gone && isFree(doc, l.fields) && lookup(doc, HolderKey).Type != bson.TypeEmbeddedDocument
+	if (a.delete && gone) || (!a.delete && cleared) {
+		l.released()
+		return nil
+	}
+	l.lostOnce.Do(func() { close(l.lost) })
+	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%v), and the lock "+
+		"is no longer held: that release may have freed it before someone else took, unlocked or deleted it",
+		ErrLockLost, l.id.lockID, idString(l.id.docID), cause)
+}
+
+// released records a release that freed the lock, and wakes this Locker's
+// waiters. l.mu is held.
+func (l *Lock) released() {
+	l.done = true
 	held := time.Since(l.acquired)
 	if l.cfg.logger != nil {
 		l.locker.debug(l.cfg.logger, "lock released", "lock_id", l.id.lockID, "held", held)
@@ -168,17 +228,30 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 		o.Released(l.locker.coll.Name(), held)
 	}
 	l.locker.waiters.released()
-	return nil
 }
 
-// Refresh renews lock_time to the server's current time, which keeps a lease
+// mayRemain is the error of a release that could not reach the server: the
+// lock may still be held, and says until when. The Lock stays usable, so
+// the release can be retried. l.mu is held.
+func (l *Lock) mayRemain(ctx context.Context, err error) error {
+	until := "until it is released or unlocked (it has no lease)"
+	if !l.expires.IsZero() {
+		until = "until its lease runs out at " + formatTime(l.expires)
+	}
+	return fmt.Errorf("%w; the lock on document %s may remain %s", ioError(ctx, "releasing "+l.id.lockID, err), idString(l.id.docID), until)
+}
+
+// Refresh renews lock_time to the server's current time and, with a lease,
+// moves the holder record's expiry to ttl from now, which keeps the lease
 // alive. It returns an error matching ErrLockLost, and closes Lost, when the
 // lock is no longer held; a lock whose lease ran out but that nobody took is
 // still held.
 //
-// The new lock_time names the acquisition from then on, so a refresh that
-// was sent is allowed to finish (for up to 10s more) if ctx ends meanwhile;
-// otherwise the Lock could no longer release what the server renewed.
+// The new lock_time names the acquisition from then on. It is chosen before
+// the write is sent, so a refresh whose reply is lost does not lose track of
+// the lock: until a reply says which time the server has, the next refresh
+// or release matches either. A refresh that was sent is allowed to finish
+// (for up to 10s more) if ctx ends meanwhile.
 func (l *Lock) Refresh(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("mongolock: refreshing %s: %w", l.ID(), err)
@@ -190,21 +263,37 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	}
 	wctx, stop := detached(ctx)
 	defer stop()
-	update := bson.D{{Key: "$currentDate", Value: bson.D{{Key: l.fields.time, Value: true}}}}
-	doc, err := l.locker.coll.FindOneAndUpdate(wctx, heldFilter(l.id, l.fields), update,
+	now, err := l.locker.clock.Now(wctx)
+	if err != nil {
+		return err
+	}
+	// lock_time never goes back, and each refresh writes a time of its own.
+	t := max(bson.NewDateTimeFromTime(now), l.id.time+1)
+	for _, p := range l.id.pending {
+		t = max(t, p+1)
+	}
+	var expires time.Time
+	if l.cfg.lease > 0 {
+		expires = now.Add(l.cfg.lease)
+	}
+	doc, err := l.locker.coll.FindOneAndUpdate(wctx, heldFilter(l.id, l.fields), refreshUpdate(l.fields, t, expires),
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		l.done = true
 		return l.lostLocked("refreshing")
 	}
 	if err != nil {
+		if unknownOutcome(wctx, err) {
+			l.id.pending = append(l.id.pending, t)
+		}
 		return ioError(wctx, "refreshing "+l.id.lockID, err)
 	}
 	dt, ok := lookup(doc, l.fields.time).DateTimeOK()
 	if !ok {
 		return fmt.Errorf("mongolock: refreshing %s: no date in %s", l.id.lockID, l.fields.time)
 	}
-	l.id.time = bson.DateTime(dt)
+	l.id.time, l.id.pending = bson.DateTime(dt), nil
+	l.expires = expires
 	l.doc = doc
 	return nil
 }

@@ -16,8 +16,14 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 )
 
-// cleanupTimeout bounds the clean-up of an acquire whose outcome is unknown.
+// cleanupTimeout bounds how long the library keeps asking the server about
+// a write whose reply never came.
 const cleanupTimeout = 10 * time.Second
+
+// attemptTimeout bounds one of those questions (and one retried release), so
+// that a server that stopped answering does not hold the whole clean-up.
+// Tests shorten it.
+var attemptTimeout = 5 * time.Second
 
 // holderRetries bounds how often one attempt retries when the holder lookup
 // finds the document free again (it was released in between).
@@ -63,8 +69,8 @@ type request struct {
 // newRequest validates a call's filter and options.
 func (lk *Locker) newRequest(filter any, opts []Option) (*request, error) {
 	cfg := lk.base.with(opts)
-	if cfg.err != nil {
-		return nil, cfg.err
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	r := &request{cfg: cfg, fields: cfg.fields()}
 	var err error
@@ -207,24 +213,24 @@ func backoff(attempt int, limit time.Duration) time.Duration {
 
 // attempt is one try: a conditional findOneAndUpdate and, when it takes
 // nothing, one read of the filter that tells "locked" (and by whom) from "no
-// match".
+// match", and a look for a holder whose declared lease ran out.
 func (lk *Locker) attempt(ctx context.Context, r *request) (*Lock, error) {
 	lockID := r.cfg.lockID
 	if lockID == "" {
 		lockID = newUUID()
 	}
-	update := acquireUpdate(r.update, r.fields, lockID)
+	var expires time.Time
+	if r.cfg.lease > 0 {
+		now, err := lk.clock.Now(ctx)
+		if err != nil {
+			return nil, err
+		}
+		expires = now.Add(r.cfg.lease)
+	}
+	update := acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, expires))
 	var holder bson.Raw
 	for range holderRetries {
-		var staleBefore time.Time
-		if r.cfg.lease > 0 && !r.cfg.breakLock {
-			now, err := lk.clock.Now(ctx)
-			if err != nil {
-				return nil, err
-			}
-			staleBefore = now.Add(-r.cfg.lease)
-		}
-		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock, staleBefore), update, lockID)
+		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock), update, lockID)
 		if !errors.Is(err, mongo.ErrNoDocuments) {
 			return l, err
 		}
@@ -237,17 +243,71 @@ func (lk *Locker) attempt(ctx context.Context, r *request) (*Lock, error) {
 		if holder == nil {
 			return nil, ErrNotFound
 		}
-		if !lk.isFree(holder, r.fields, staleBefore) {
+		if !isFree(holder, r.fields) {
+			if l, err := lk.takeOver(ctx, r, update, lockID); l != nil || err != nil {
+				return l, err
+			}
 			break
 		}
 	}
 	return nil, lockedErrorFromDoc(holder, r.fields.lock, r.fields.time)
 }
 
+// takeoverCandidates bounds how many documents with an expired lease one
+// attempt looks at.
+const takeoverCandidates = 8
+
+// takeOver takes a document of the filter whose holder declared a lease
+// that has run out by the server's clock. Only a holder record that names the
+// current lock id counts: a lock whose holder declared no lease (any Python
+// MongoLock) is never stale. The write names the expired holder exactly, so
+// a holder that refreshes in time keeps its lock. It returns nil, nil when
+// there is nothing to take over.
+func (lk *Locker) takeOver(ctx context.Context, r *request, update bson.D, lockID string) (*Lock, error) {
+	now, err := lk.clock.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o := options.Find().SetSort(r.find.Sort).SetLimit(takeoverCandidates).SetProjection(holderProjection(r.fields))
+	if r.find.Collation != nil {
+		o.SetCollation(r.find.Collation)
+	}
+	cur, err := lk.primary.Find(ctx, expiredFilter(r.filter, r.fields, now), o)
+	if err != nil {
+		return nil, ioError(ctx, "looking for expired leases", err)
+	}
+	var docs []bson.Raw
+	for cur.Next(ctx) {
+		docs = append(docs, cur.Current)
+	}
+	err = cur.Err()
+	_ = cur.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, ioError(ctx, "looking for expired leases", err)
+	}
+	for _, doc := range docs {
+		h, ok := holderOf(doc, r.fields.lock)
+		if !ok || h.expires.IsZero() || h.expires.After(now) {
+			continue // a record left behind by someone else, or no lease
+		}
+		l, err := lk.take(ctx, r, takeoverFilter(r.filter, r.fields, doc, h), update, lockID)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue // refreshed, released or taken in between
+		}
+		if l != nil && r.cfg.logger != nil {
+			lk.debug(r.cfg.logger, "took over an expired lease", "_id", idString(doc.Lookup("_id")), "from", h.lockID, "expired", h.expires)
+		}
+		return l, err
+	}
+	return nil, nil
+}
+
 // take sends the acquiring write. The write runs on a context of its own,
 // so that a caller who gives up while it is in flight cannot leave behind a
 // lock that the server granted after all: such a lock is given back at once,
-// and the caller's error returned.
+// and the caller's error returned. When the reply never comes, the lock is
+// looked for by its lock id: found, it is the caller's as if the reply had
+// arrived.
 func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.D, lockID string) (*Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mongolock: acquiring: %w", err)
@@ -260,8 +320,12 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 		return nil, err
 	}
 	if err != nil {
-		lk.abandon(wctx, r, lockID, sent, err)
-		return nil, ioError(ctx, "acquiring", err)
+		if !unknownOutcome(wctx, err) {
+			return nil, ioError(ctx, "acquiring", err)
+		}
+		if doc, err = lk.recoverLock(wctx, r, lockID, sent, err); doc == nil {
+			return nil, err
+		}
 	}
 	l, err := lk.newLock(r, doc, time.Since(sent))
 	if err != nil {
@@ -276,15 +340,18 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 	return l, nil
 }
 
-// isFree reports whether a holder lookup found the document unlocked (or
-// stale), which means it was released between the two commands.
-func (lk *Locker) isFree(doc bson.Raw, f fieldSet, staleBefore time.Time) bool {
+// unknownOutcome reports whether a write that failed with err may have been
+// applied all the same: the connection broke, or no reply came in time.
+// Any other error is the server's answer, and nothing was written.
+func unknownOutcome(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || mongo.IsNetworkError(err) || mongo.IsTimeout(err)
+}
+
+// isFree reports whether a holder lookup found the document unlocked, which
+// means it was released between the two commands.
+func isFree(doc bson.Raw, f fieldSet) bool {
 	v := lookup(doc, f.lock)
-	if v.Type == 0 || v.Type == bson.TypeNull {
-		return true
-	}
-	t, ok := lookup(doc, f.time).DateTimeOK()
-	return ok && !staleBefore.IsZero() && time.UnixMilli(t).Before(staleBefore)
+	return v.Type == 0 || v.Type == bson.TypeNull
 }
 
 // holder reads the first document that matches the filter (in the same sort),
@@ -310,34 +377,80 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 	return doc, nil
 }
 
-// abandon runs after an acquire write failed in a way that leaves its outcome
-// unknown (the connection broke, or the server did not answer in time): the
-// server may have taken the lock all the same, so any lock it wrote is
-// cleared, as far as the server can be reached. A generated lock id names
-// this attempt alone; a custom one is narrowed to locks taken since the write
-// was sent. The write may still be applied after the clean-up: a lease is
-// what bounds that case.
-func (lk *Locker) abandon(ctx context.Context, r *request, lockID string, sent time.Time, cause error) {
-	if ctx.Err() == nil && !mongo.IsNetworkError(cause) && !mongo.IsTimeout(cause) {
-		return // the server answered with an error: nothing was written
-	}
+// recoverLock runs after an acquiring write whose reply never came: the
+// server may have applied it. It looks for the lock by its lock id alone,
+// not by the caller's filter, which the acquiring update may have moved the
+// document out of. It returns the locked document when the write was
+// applied, and nil with an error saying what happened when it was not, or
+// when the server could not be asked within cleanupTimeout; a lease (or
+// `mongolock unlock -dead`) is what bounds a lock left then.
+func (lk *Locker) recoverLock(ctx context.Context, r *request, lockID string, sent time.Time, cause error) (bson.Raw, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	mine := bson.D{{Key: r.fields.lock, Value: lockID}}
-	if r.cfg.lockID != "" {
-		now, err := lk.clock.Now(ctx)
-		if err != nil {
-			if r.cfg.logger != nil {
-				lk.debug(r.cfg.logger, "acquire clean-up failed", "lock_id", lockID, "error", err)
-			}
-			return
-		}
-		since := now.Add(-time.Since(sent) - time.Second) // margin for the clock estimate
-		mine = append(mine, bson.E{Key: r.fields.time, Value: bson.D{{Key: "$gte", Value: bson.NewDateTimeFromTime(since)}}})
+	o := options.FindOne()
+	if r.projection != nil {
+		o.SetProjection(r.projection)
 	}
-	_, err := lk.coll.UpdateMany(ctx, and(r.filter, mine), clearUpdate(nil, r.fields))
-	if r.cfg.logger != nil {
-		lk.debug(r.cfg.logger, "acquire clean-up", "lock_id", lockID, "cause", cause, "error", err)
+	var err error
+	for attempt := 0; ; attempt++ {
+		var mine bson.D
+		if mine, err = lk.mine(ctx, r, lockID, sent); err == nil {
+			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+			var doc bson.Raw
+			doc, err = lk.primary.FindOne(actx, mine, o).Raw()
+			acancel()
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				if r.cfg.logger != nil {
+					lk.debug(r.cfg.logger, "acquire not applied", "lock_id", lockID, "cause", cause)
+				}
+				return nil, ioError(ctx, "acquiring", cause)
+			}
+			if err == nil {
+				if r.cfg.logger != nil {
+					lk.debug(r.cfg.logger, "acquire recovered after a lost reply", "lock_id", lockID, "cause", cause)
+				}
+				return doc, nil
+			}
+		}
+		if !sleep(ctx, backoff(attempt, time.Second)) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("mongolock: acquiring: %w; whether the server took the lock is unknown (looking for lock_id %s: %w): "+
+		"a lock left behind is cleared by its lease, or by an administrator", cause, lockID, err)
+}
+
+// mine matches the lock an acquisition with lockID may have taken. A
+// generated id names that acquisition alone; a custom one is narrowed to
+// locks this process took since the write was sent.
+func (lk *Locker) mine(ctx context.Context, r *request, lockID string, sent time.Time) (bson.D, error) {
+	mine := bson.D{{Key: r.fields.lock, Value: lockID}}
+	if r.cfg.lockID == "" {
+		return mine, nil
+	}
+	now, err := lk.clock.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	since := now.Add(-time.Since(sent) - time.Second) // margin for the clock estimate
+	host, pid := thisProcess()
+	return append(mine,
+		bson.E{Key: r.fields.time, Value: bson.D{{Key: "$gte", Value: bson.NewDateTimeFromTime(since)}}},
+		bson.E{Key: HolderKey + ".lock_id", Value: lockID},
+		bson.E{Key: HolderKey + ".host", Value: host},
+		bson.E{Key: HolderKey + ".pid", Value: int64(pid)},
+	), nil
+}
+
+// sleep waits d, or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -348,6 +461,9 @@ func (lk *Locker) newLock(r *request, doc bson.Raw, latency time.Duration) (*Loc
 		return nil, err
 	}
 	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{})}
+	if h, ok := holderOf(doc, r.fields.lock); ok {
+		l.expires = h.expires
+	}
 	if r.cfg.logger != nil {
 		lk.debug(r.cfg.logger, "lock acquired", "_id", id.docID, "lock_id", id.lockID, "latency", latency)
 	}

@@ -1,7 +1,9 @@
 package mongolock
 
 import (
+	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"time"
 
@@ -72,6 +74,15 @@ func (c config) with(opts []Option) config {
 		}
 	}
 	return c
+}
+
+// check returns the first bad option, or an error when the options
+// together name lock fields that overlap.
+func (c *config) check() error {
+	if c.err != nil {
+		return c.err
+	}
+	return checkFieldSet(c.fields())
 }
 
 // fail records the first bad option.
@@ -161,7 +172,28 @@ func WithLockedDocument() Option {
 // overrides them; WithSort and WithProjection win over the sort and projection
 // given here. The default is none.
 func WithFindOptions(opts ...options.Lister[options.FindOneAndUpdateOptions]) Option {
-	return func(c *config) { c.findOpts = append(c.findOpts, opts...) }
+	return func(c *config) {
+		for i, o := range opts {
+			if isNil(o) {
+				c.fail(invalid("WithFindOptions: option %d is nil", i))
+				return
+			}
+		}
+		c.findOpts = append(c.findOpts, opts...)
+	}
+}
+
+// isNil reports whether v is nil or a nil pointer, map or slice behind an
+// interface (a typed nil builder).
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface, reflect.Func, reflect.Chan:
+		return rv.IsNil()
+	}
+	return false
 }
 
 // WithFields names the two fields the lock writes. The default is LockKey and
@@ -235,17 +267,24 @@ func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
-// checkFieldName rejects names that cannot hold a lock field.
+// checkFieldName rejects names that cannot hold a lock field. A dotted name
+// is a path into embedded documents, and is read and written as one.
 func checkFieldName(name string) error {
-	switch {
-	case name == "":
+	if name == "" {
 		return errString("empty field name")
-	case name == "_id":
-		return errString("field _id cannot hold a lock")
-	case strings.HasPrefix(name, "$"):
-		return errString("field " + name + " starts with $")
-	case strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, ".."):
-		return errString("field " + name + " is not a valid path")
+	}
+	for _, part := range strings.Split(name, ".") {
+		switch {
+		case part == "":
+			return errString(fmt.Sprintf("field %q is not a valid path", name))
+		case strings.HasPrefix(part, "$"):
+			return errString(fmt.Sprintf("field %q has a part that starts with $", name))
+		case strings.ContainsRune(part, 0):
+			return errString(fmt.Sprintf("field %q contains NUL", name))
+		}
+	}
+	if name == "_id" || strings.HasPrefix(name, "_id.") {
+		return errString("field " + name + " is in _id, which cannot hold a lock")
 	}
 	return nil
 }

@@ -145,15 +145,42 @@ func checkTouched(what, op string, args bson.Raw, f fieldSet) error {
 // overlaps reports which lock field, if any, path writes: the field itself, a
 // part of it, or a document that contains it.
 func (f fieldSet) overlaps(path string) (string, bool) {
-	for _, field := range []string{f.lock, f.time, f.seq} {
-		if field == "" {
-			continue
-		}
-		if path == field || strings.HasPrefix(path, field+".") || strings.HasPrefix(field, path+".") {
+	for _, field := range f.all() {
+		if pathsMeet(path, field) {
 			return field, true
 		}
 	}
 	return "", false
+}
+
+// all lists the fields the lock owns: its two fields, the holder record and,
+// with fencing, the counter.
+func (f fieldSet) all() []string {
+	all := []string{f.lock, f.time, HolderKey}
+	if f.seq != "" {
+		all = append(all, f.seq)
+	}
+	return all
+}
+
+// pathsMeet reports whether writing one path changes the other: they are
+// equal, or one contains the other.
+func pathsMeet(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+".") || strings.HasPrefix(b, a+".")
+}
+
+// checkFieldSet rejects lock fields that would overwrite one another (one
+// is, or contains, another): each must stay readable on its own.
+func checkFieldSet(f fieldSet) error {
+	all := f.all()
+	for i, a := range all {
+		for _, b := range all[i+1:] {
+			if pathsMeet(a, b) {
+				return invalid("lock fields %q and %q overlap", a, b)
+			}
+		}
+	}
+	return nil
 }
 
 // releaseUpdate checks an update on release (an operator document or a
@@ -197,7 +224,11 @@ func checkStage(stage bson.Raw, f fieldSet) error {
 		} else if arr, ok := e.Value().ArrayOK(); ok {
 			vals, _ := arr.Values()
 			for _, v := range vals {
-				paths = append(paths, v.StringValue())
+				s, ok := v.StringValueOK()
+				if !ok {
+					return fmt.Errorf("$unset lists a %s, not a field name", v.Type)
+				}
+				paths = append(paths, s)
 			}
 		}
 		for _, p := range paths {
@@ -210,22 +241,36 @@ func checkStage(stage bson.Raw, f fieldSet) error {
 }
 
 // acquireFilter is the caller's filter narrowed to documents the lock may
-// take: unlocked ones, or with a lease also those locked before staleBefore;
-// with breakLock, any.
-func acquireFilter(user bson.Raw, f fieldSet, breakLock bool, staleBefore time.Time) any {
+// take: unlocked ones; with breakLock, any.
+func acquireFilter(user bson.Raw, f fieldSet, breakLock bool) any {
 	if breakLock {
 		return user
 	}
-	var free bson.D
-	if staleBefore.IsZero() {
-		free = bson.D{{Key: f.lock, Value: nil}}
-	} else {
-		free = bson.D{{Key: "$or", Value: bson.A{
-			bson.D{{Key: f.lock, Value: nil}},
-			bson.D{{Key: f.time, Value: bson.D{{Key: "$lt", Value: bson.NewDateTimeFromTime(staleBefore)}}}},
-		}}}
-	}
-	return and(user, free)
+	return and(user, bson.D{{Key: f.lock, Value: nil}})
+}
+
+// expiredFilter matches the documents of user whose holder record declares a
+// lease that ran out by now. Whether the record names the current holder
+// cannot be asked of every server (it needs $expr): the caller checks each
+// candidate with holderOf, then takes it with takeoverFilter.
+func expiredFilter(user bson.Raw, f fieldSet, now time.Time) any {
+	return and(user, bson.D{
+		{Key: f.lock, Value: bson.D{{Key: "$ne", Value: nil}}},
+		{Key: HolderKey + ".expires", Value: bson.D{{Key: "$lte", Value: bson.NewDateTimeFromTime(now)}}},
+	})
+}
+
+// takeoverFilter matches candidate doc only while it is still held by the
+// acquisition whose expired lease h describes: a holder that refreshed in
+// between, released, or was taken over by someone else no longer matches.
+func takeoverFilter(user bson.Raw, f fieldSet, doc bson.Raw, h holder) any {
+	return and(user, bson.D{
+		{Key: "_id", Value: doc.Lookup("_id")},
+		{Key: f.lock, Value: h.lockID},
+		{Key: f.time, Value: lookup(doc, f.time)},
+		{Key: HolderKey + ".lock_id", Value: h.lockID},
+		{Key: HolderKey + ".expires", Value: bson.NewDateTimeFromTime(h.expires)},
+	})
 }
 
 // lockedFilter matches the documents of user that are locked.
@@ -258,15 +303,15 @@ func and(user bson.Raw, cond bson.D) any {
 }
 
 // acquireUpdate merges the caller's update (already checked) with the lock's
-// own: lock_id by $set, lock_time by $currentDate (the server's clock), and
-// the fencing counter by $inc.
-func acquireUpdate(user bson.Raw, f fieldSet, lockID string) bson.D {
-	ours := map[string]bson.E{
-		"$set":         {Key: f.lock, Value: lockID},
-		"$currentDate": {Key: f.time, Value: true},
+// own: lock_id and the holder record by $set, lock_time by $currentDate (the
+// server's clock), and the fencing counter by $inc.
+func acquireUpdate(user bson.Raw, f fieldSet, lockID string, record bson.D) bson.D {
+	ours := map[string]bson.D{
+		"$set":         {{Key: f.lock, Value: lockID}, {Key: HolderKey, Value: record}},
+		"$currentDate": {{Key: f.time, Value: true}},
 	}
 	if f.seq != "" {
-		ours["$inc"] = bson.E{Key: f.seq, Value: int64(1)}
+		ours["$inc"] = bson.D{{Key: f.seq, Value: int64(1)}}
 	}
 	out := make(bson.D, 0, 3)
 	if user != nil {
@@ -280,7 +325,7 @@ func acquireUpdate(user bson.Raw, f fieldSet, lockID string) bson.D {
 				continue
 			}
 			delete(ours, op)
-			merged := bson.D{own}
+			merged := append(bson.D{}, own...)
 			vals, _ := args.Elements()
 			for _, v := range vals {
 				merged = append(merged, bson.E{Key: v.Key(), Value: v.Value()})
@@ -290,7 +335,7 @@ func acquireUpdate(user bson.Raw, f fieldSet, lockID string) bson.D {
 	}
 	for _, op := range []string{"$set", "$currentDate", "$inc"} {
 		if own, ok := ours[op]; ok {
-			out = append(out, bson.E{Key: op, Value: bson.D{own}})
+			out = append(out, bson.E{Key: op, Value: own})
 		}
 	}
 	return out
@@ -298,21 +343,33 @@ func acquireUpdate(user bson.Raw, f fieldSet, lockID string) bson.D {
 
 // identity is what names one acquisition: the document, the lock id, the
 // server time it was taken (or last refreshed) and the fencing token.
+// pending holds the lock times of refreshes whose reply was lost: the server
+// may have written any of them, so until a reply says which, all name the
+// acquisition.
 type identity struct {
-	docID  bson.RawValue
-	lockID string
-	time   bson.DateTime
-	token  int64
+	docID   bson.RawValue
+	lockID  string
+	time    bson.DateTime
+	pending []bson.DateTime
+	token   int64
 }
 
 // heldFilter matches the document only while this acquisition holds it, so a
 // late or retried release or refresh never touches a newer lock, even one
 // taken with the same custom lock id.
 func heldFilter(id identity, f fieldSet) bson.D {
+	var t any = id.time
+	if len(id.pending) > 0 {
+		in := bson.A{id.time}
+		for _, p := range id.pending {
+			in = append(in, p)
+		}
+		t = bson.D{{Key: "$in", Value: in}}
+	}
 	filter := bson.D{
 		{Key: "_id", Value: id.docID},
 		{Key: f.lock, Value: id.lockID},
-		{Key: f.time, Value: id.time},
+		{Key: f.time, Value: t},
 	}
 	if f.seq != "" {
 		filter = append(filter, bson.E{Key: f.seq, Value: id.token})
@@ -320,11 +377,22 @@ func heldFilter(id identity, f fieldSet) bson.D {
 	return filter
 }
 
-// clearUpdate adds the clearing of the lock fields to a checked update on
-// release: into its $set, or as a last pipeline stage. Cleared fields are set
-// to null, as the Python original does.
+// refreshUpdate renews lock_time to t, a time the client chose (the server's
+// time by its estimate), so that a refresh whose reply is lost leaves a lock
+// time the Lock knows; with a lease it also moves the holder's expiry.
+func refreshUpdate(f fieldSet, t bson.DateTime, expires time.Time) bson.D {
+	set := bson.D{{Key: f.time, Value: t}}
+	if !expires.IsZero() {
+		set = append(set, bson.E{Key: HolderKey + ".expires", Value: bson.NewDateTimeFromTime(expires)})
+	}
+	return bson.D{{Key: "$set", Value: set}}
+}
+
+// clearUpdate adds the clearing of the lock fields and the holder record to a
+// checked update on release: into its $set, or as a last pipeline stage.
+// Cleared fields are set to null, as the Python original does.
 func clearUpdate(update any, f fieldSet) any {
-	clear := bson.D{{Key: f.lock, Value: nil}, {Key: f.time, Value: nil}}
+	clear := bson.D{{Key: f.lock, Value: nil}, {Key: f.time, Value: nil}, {Key: HolderKey, Value: nil}}
 	switch u := update.(type) {
 	case bson.A:
 		return append(u[:len(u):len(u)], bson.D{{Key: "$set", Value: clear}})
@@ -388,15 +456,17 @@ func lockProjection(v any, f fieldSet) (any, error) {
 		p = append(p, bson.E{Key: k, Value: e.Value()})
 	}
 	if !inclusion {
-		return p, nil // exclusion (or empty): the lock fields come anyway
+		if len(p) == 0 {
+			return nil, nil // nothing left to exclude: the whole document
+		}
+		return p, nil // exclusion: the lock fields come anyway
 	}
 	return withLockFields(p, f), nil
 }
 
 func withLockFields(p bson.D, f fieldSet) bson.D {
-	p = append(p, bson.E{Key: f.lock, Value: 1}, bson.E{Key: f.time, Value: 1})
-	if f.seq != "" {
-		p = append(p, bson.E{Key: f.seq, Value: 1})
+	for _, field := range f.all() {
+		p = append(p, bson.E{Key: field, Value: 1})
 	}
 	return p
 }

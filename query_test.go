@@ -8,6 +8,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Pure rules, no server: how the commands are built.
@@ -39,32 +40,72 @@ func mustDoc(t *testing.T, v any) bson.Raw {
 }
 
 func TestAcquireFilter(t *testing.T) {
-	stale := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	ready := bson.D{{Key: "state", Value: "READY"}}
 	cases := []struct {
 		name      string
 		user      any
 		f         fieldSet
 		breakLock bool
-		stale     time.Time
 		want      string
 	}{
-		{"empty filter", nil, defaultFields, false, time.Time{}, `{"lock_id":null}`},
-		{"filter", ready, defaultFields, false, time.Time{}, `{"state":"READY","lock_id":null}`},
-		{"filter naming the lock field", bson.D{{Key: "lock_id", Value: bson.D{{Key: "$exists", Value: true}}}}, defaultFields, false, time.Time{},
+		{"empty filter", nil, defaultFields, false, `{"lock_id":null}`},
+		{"filter", ready, defaultFields, false, `{"state":"READY","lock_id":null}`},
+		{"filter naming the lock field", bson.D{{Key: "lock_id", Value: bson.D{{Key: "$exists", Value: true}}}}, defaultFields, false,
 			`{"$and":[{"lock_id":{"$exists":true}},{"lock_id":null}]}`},
-		{"filter with its own $or and a lease", bson.D{{Key: "$or", Value: bson.A{bson.D{{Key: "a", Value: 1}}}}}, defaultFields, false, stale,
-			`{"$and":[{"$or":[{"a":1}]},{"$or":[{"lock_id":null},{"lock_time":{"$lt":{"$date":"2024-01-01T00:00:00Z"}}}]}]}`},
-		{"break lock", ready, defaultFields, true, time.Time{}, `{"state":"READY"}`},
-		{"break lock ignores the lease", ready, defaultFields, true, stale, `{"state":"READY"}`},
-		{"custom field", bson.M{"a": 1}, fieldSet{lock: "owner", time: "since"}, false, time.Time{}, `{"a":1,"owner":null}`},
-		{"lease", nil, defaultFields, false, stale, `{"$or":[{"lock_id":null},{"lock_time":{"$lt":{"$date":"2024-01-01T00:00:00Z"}}}]}`},
+		{"filter with its own $or", bson.D{{Key: "$or", Value: bson.A{bson.D{{Key: "a", Value: 1}}}}}, defaultFields, false,
+			`{"$or":[{"a":1}],"lock_id":null}`},
+		{"break lock", ready, defaultFields, true, `{"state":"READY"}`},
+		{"custom field", bson.M{"a": 1}, fieldSet{lock: "owner", time: "since"}, false, `{"a":1,"owner":null}`},
+		{"dotted field", bson.M{"a": 1}, fieldSet{lock: "lock.id", time: "lock.time"}, false, `{"a":1,"lock.id":null}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := ext(t, acquireFilter(mustDoc(t, tc.user), tc.f, tc.breakLock, tc.stale))
+			got := ext(t, acquireFilter(mustDoc(t, tc.user), tc.f, tc.breakLock))
 			if got != tc.want {
 				t.Errorf("\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTakeoverFilters(t *testing.T) {
+	now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	ready := mustDoc(t, bson.D{{Key: "state", Value: "READY"}})
+	if got, want := ext(t, expiredFilter(ready, defaultFields, now)),
+		`{"state":"READY","lock_id":{"$ne":null},"lock_holder.expires":{"$lte":{"$date":"2024-01-01T00:00:00Z"}}}`; got != want {
+		t.Errorf("expired:\n got %s\nwant %s", got, want)
+	}
+	doc := mustDoc(t, bson.D{{Key: "_id", Value: 7}, {Key: "lock_id", Value: "L"}, {Key: "lock_time", Value: bson.DateTime(1700000000000)}})
+	h := holder{lockID: "L", expires: now}
+	if got, want := ext(t, takeoverFilter(ready, defaultFields, doc, h)),
+		`{"state":"READY","_id":7,"lock_id":"L","lock_time":{"$date":"2023-11-14T22:13:20Z"},"lock_holder.lock_id":"L","lock_holder.expires":{"$date":"2024-01-01T00:00:00Z"}}`; got != want {
+		t.Errorf("takeover:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestHolderOf(t *testing.T) {
+	exp := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := holderRecord("L", exp)
+	cases := []struct {
+		name string
+		doc  bson.D
+		ok   bool
+	}{
+		{"names the lock", bson.D{{Key: "lock_id", Value: "L"}, {Key: HolderKey, Value: rec}}, true},
+		{"left behind by another lock id", bson.D{{Key: "lock_id", Value: "P"}, {Key: HolderKey, Value: rec}}, false},
+		{"left behind on an unlocked document", bson.D{{Key: "lock_id", Value: nil}, {Key: HolderKey, Value: rec}}, false},
+		{"python holder: no record", bson.D{{Key: "lock_id", Value: "L"}, {Key: "lock_time", Value: bson.DateTime(0)}}, false},
+		{"cleared record", bson.D{{Key: "lock_id", Value: "L"}, {Key: HolderKey, Value: nil}}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h, ok := holderOf(mustDoc(t, tc.doc), LockKey)
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v", ok, tc.ok)
+			}
+			host, pid := thisProcess()
+			if ok && (h.lockID != "L" || !h.expires.Equal(exp) || h.host != host || h.pid != pid) {
+				t.Errorf("holder = %+v", h)
 			}
 		})
 	}
@@ -78,13 +119,13 @@ func TestAcquireUpdate(t *testing.T) {
 		f    fieldSet
 		want string
 	}{
-		{"no update", nil, defaultFields, `{"$set":{"lock_id":"L"},"$currentDate":{"lock_time":true}}`},
+		{"no update", nil, defaultFields, `{"$set":{"lock_id":"L","lock_holder":{"lock_id":"L","host":"H","pid":1}},"$currentDate":{"lock_time":true}}`},
 		{"$set merged", bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "RUNNING"}}}}, defaultFields,
-			`{"$set":{"lock_id":"L","state":"RUNNING"},"$currentDate":{"lock_time":true}}`},
+			`{"$set":{"lock_id":"L","lock_holder":{"lock_id":"L","host":"H","pid":1},"state":"RUNNING"},"$currentDate":{"lock_time":true}}`},
 		{"other operators kept", bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}, {Key: "$currentDate", Value: bson.D{{Key: "seen", Value: true}}}}, defaultFields,
-			`{"$inc":{"n":1},"$currentDate":{"lock_time":true,"seen":true},"$set":{"lock_id":"L"}}`},
+			`{"$inc":{"n":1},"$currentDate":{"lock_time":true,"seen":true},"$set":{"lock_id":"L","lock_holder":{"lock_id":"L","host":"H","pid":1}}}`},
 		{"fencing", bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}}, fenced,
-			`{"$inc":{"lock_seq":1,"n":1},"$set":{"lock_id":"L"},"$currentDate":{"lock_time":true}}`},
+			`{"$inc":{"lock_seq":1,"n":1},"$set":{"lock_id":"L","lock_holder":{"lock_id":"L","host":"H","pid":1}},"$currentDate":{"lock_time":true}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,7 +136,8 @@ func TestAcquireUpdate(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got := ext(t, acquireUpdate(user, tc.f, "L")); got != tc.want {
+			record := bson.D{{Key: "lock_id", Value: "L"}, {Key: "host", Value: "H"}, {Key: "pid", Value: 1}}
+			if got := ext(t, acquireUpdate(user, tc.f, "L", record)); got != tc.want {
 				t.Errorf("\n got %s\nwant %s", got, tc.want)
 			}
 		})
@@ -139,12 +181,12 @@ func TestReleaseUpdate(t *testing.T) {
 		update any
 		want   string
 	}{
-		{"plain", nil, `{"$set":{"lock_id":null,"lock_time":null}}`},
-		{"$set merged", bson.M{"$set": bson.M{"state": "DONE"}}, `{"$set":{"lock_id":null,"lock_time":null,"state":"DONE"}}`},
-		{"other operator", bson.D{{Key: "$inc", Value: bson.D{{Key: "runs", Value: 1}}}}, `{"$inc":{"runs":1},"$set":{"lock_id":null,"lock_time":null}}`},
+		{"plain", nil, `{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null}}`},
+		{"$set merged", bson.M{"$set": bson.M{"state": "DONE"}}, `{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"state":"DONE"}}`},
+		{"other operator", bson.D{{Key: "$inc", Value: bson.D{{Key: "runs", Value: 1}}}}, `{"$inc":{"runs":1},"$set":{"lock_id":null,"lock_time":null,"lock_holder":null}}`},
 		{"pipeline", mongo.Pipeline{{{Key: "$set", Value: bson.D{{Key: "a", Value: "$b"}}}}},
-			`{"pipeline":[{"$set":{"a":"$b"}},{"$set":{"lock_id":null,"lock_time":null}}]}`},
-		{"pipeline as bson.A", bson.A{bson.M{"$unset": "tmp"}}, `{"pipeline":[{"$unset":"tmp"},{"$set":{"lock_id":null,"lock_time":null}}]}`},
+			`{"pipeline":[{"$set":{"a":"$b"}},{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null}}]}`},
+		{"pipeline as bson.A", bson.A{bson.M{"$unset": "tmp"}}, `{"pipeline":[{"$unset":"tmp"},{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null}}]}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,6 +204,9 @@ func TestReleaseUpdate(t *testing.T) {
 		bson.A{bson.M{"$addFields": bson.M{LockTimeKey: 1}}},
 		bson.A{bson.M{"set": bson.M{}}},
 		bson.A{"$set"},
+		bson.A{bson.M{"$unset": bson.A{"x", 3}}},
+		bson.A{bson.M{"$unset": bson.A{HolderKey + ".pid"}}},
+		bson.M{"$set": bson.M{HolderKey: nil}},
 	} {
 		if _, err := releaseUpdate(bad, defaultFields); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%v: err = %v, want ErrInvalidOption", bad, err)
@@ -178,6 +223,11 @@ func TestHeldFilter(t *testing.T) {
 	if got, want := ext(t, heldFilter(id, fenced)), `{"_id":7,"lock_id":"L","lock_time":{"$date":"2023-11-14T22:13:20Z"},"lock_seq":9}`; got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)
 	}
+	// A refresh whose reply was lost: either time names the acquisition.
+	id.pending = []bson.DateTime{1700000001000}
+	if got, want := ext(t, heldFilter(id, defaultFields)), `{"_id":7,"lock_id":"L","lock_time":{"$in":[{"$date":"2023-11-14T22:13:20Z"},{"$date":"2023-11-14T22:13:21Z"}]}}`; got != want {
+		t.Errorf("\n got %s\nwant %s", got, want)
+	}
 }
 
 func TestLockProjection(t *testing.T) {
@@ -187,10 +237,12 @@ func TestLockProjection(t *testing.T) {
 		want string
 	}{
 		{"none", nil, "nil"},
-		{"inclusion", bson.D{{Key: "state", Value: 1}}, `{"state":1,"lock_id":1,"lock_time":1}`},
-		{"inclusion drops _id:0", bson.D{{Key: "_id", Value: 0}, {Key: "state", Value: true}}, `{"state":true,"lock_id":1,"lock_time":1}`},
-		{"field names", []string{"state", "n"}, `{"state":1,"n":1,"lock_id":1,"lock_time":1}`},
+		{"inclusion", bson.D{{Key: "state", Value: 1}}, `{"state":1,"lock_id":1,"lock_time":1,"lock_holder":1}`},
+		{"inclusion drops _id:0", bson.D{{Key: "_id", Value: 0}, {Key: "state", Value: true}}, `{"state":true,"lock_id":1,"lock_time":1,"lock_holder":1}`},
+		{"field names", []string{"state", "n"}, `{"state":1,"n":1,"lock_id":1,"lock_time":1,"lock_holder":1}`},
 		{"exclusion keeps the lock", bson.D{{Key: "big", Value: 0}, {Key: LockKey, Value: 0}, {Key: "_id", Value: 0}}, `{"big":0}`},
+		{"only _id:0 is the whole document", bson.D{{Key: "_id", Value: 0}}, "nil"},
+		{"only lock fields is the whole document", bson.D{{Key: LockKey, Value: 1}, {Key: LockTimeKey, Value: 0}}, "nil"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -251,9 +303,10 @@ func TestOptionValidation(t *testing.T) {
 }
 
 func TestConfigCopies(t *testing.T) {
-	base := defaultConfig().with([]Option{WithFindOptions(nil)})
-	a := base.with([]Option{WithFindOptions(nil, nil)})
-	b := base.with([]Option{WithFindOptions(nil)})
+	o := options.FindOneAndUpdate()
+	base := defaultConfig().with([]Option{WithFindOptions(o)})
+	a := base.with([]Option{WithFindOptions(o, o)})
+	b := base.with([]Option{WithFindOptions(o)})
 	if len(base.findOpts) != 1 || len(a.findOpts) != 3 || len(b.findOpts) != 2 {
 		t.Errorf("calls share their Locker's options: base %d, a %d, b %d", len(base.findOpts), len(a.findOpts), len(b.findOpts))
 	}
