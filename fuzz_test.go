@@ -82,9 +82,12 @@ func FuzzReleaseUpdate(f *testing.F) {
 		bson.D{{Key: "$unset", Value: bson.A{"a", LockKey}}},
 		bson.D{{Key: "$addFields", Value: bson.D{{Key: LockTimeKey, Value: 1}}}},
 		bson.D{{Key: "$set", Value: bson.D{}}, {Key: "$unset", Value: "a"}},
+		bson.D{{Key: "$unset", Value: bson.A{"a", 3}}},
+		bson.D{{Key: "$unset", Value: bson.A{bson.D{}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: HolderKey + ".pid", Value: 1}}}},
 	)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, in := range []any{bson.Raw(data), bson.A{bson.Raw(data)}} {
+		for _, in := range []any{bson.Raw(data), bson.A{bson.Raw(data)}, bson.A{bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}, bson.Raw(data)}} {
 			u, err := releaseUpdate(in, defaultFields)
 			if err != nil {
 				if !errors.Is(err, ErrInvalidOption) {
@@ -95,7 +98,7 @@ func FuzzReleaseUpdate(f *testing.F) {
 			out := clearUpdate(u, defaultFields)
 			if stages, ok := out.(bson.A); ok {
 				last, err := bson.Marshal(stages[len(stages)-1])
-				if err != nil || bson.Raw(last).Lookup("$set", LockKey).Type != bson.TypeNull {
+				if err != nil || !clears(bson.Raw(last)) {
 					t.Fatalf("pipeline does not end by clearing the lock: %v", stages)
 				}
 				continue
@@ -104,11 +107,21 @@ func FuzzReleaseUpdate(f *testing.F) {
 			if err != nil {
 				t.Fatalf("release update does not marshal: %v", err)
 			}
-			if bson.Raw(doc).Lookup("$set", LockTimeKey).Type != bson.TypeNull {
+			if !clears(bson.Raw(doc)) {
 				t.Fatalf("release update does not clear the lock: %v", bson.Raw(doc))
 			}
 		}
 	})
+}
+
+// clears reports whether an update's $set nulls every field of the lock.
+func clears(update bson.Raw) bool {
+	for _, field := range []string{LockKey, LockTimeKey, HolderKey} {
+		if v, err := update.LookupErr("$set", field); err != nil || v.Type != bson.TypeNull {
+			return false
+		}
+	}
+	return true
 }
 
 // FuzzFilterAndProjection: an accepted filter gives an acquire filter that

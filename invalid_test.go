@@ -93,6 +93,50 @@ func TestInvalidInput(t *testing.T) {
 			_, err := mongolock.New(coll, mongolock.WithFields("l", "$where")).TryAcquire(ctx, nil)
 			return err
 		}},
+		{"lock fields that contain one another", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("o", "o.t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"fencing on the lock field", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFencing(mongolock.LockKey)).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"fencing inside the holder record", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFencing(mongolock.HolderKey+".seq")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field is the holder record", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields(mongolock.HolderKey, "t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field inside _id", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("_id.x", "t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field with a $ part", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("a.$b", "t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field with NUL", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("a\x00b", "t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"lock field with an empty part", func() error {
+			_, err := mongolock.New(coll, mongolock.WithFields("a..b", "t")).TryAcquire(ctx, nil)
+			return err
+		}},
+		{"nil find options", func() error {
+			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithFindOptions(nil))
+			return err
+		}},
+		{"typed nil find options builder", func() error {
+			var b *options.FindOneAndUpdateOptionsBuilder
+			return mongolock.New(coll, mongolock.WithFindOptions(b)).Do(ctx, nil, ok)
+		}},
+		{"update writes the holder record", func() error {
+			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithUpdate(bson.M{"$set": bson.M{mongolock.HolderKey + ".pid": 1}}))
+			return err
+		}},
 		{"sort is a string", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithSort("n")); return err }},
 		{"projection is a number", func() error {
 			_, err := mongolock.New(coll).TryAcquire(ctx, nil, mongolock.WithProjection(3))
@@ -136,6 +180,15 @@ func TestInvalidInput(t *testing.T) {
 			return l.ReleaseWithUpdate(ctx, bson.A{bson.D{{Key: "$set", Value: bson.D{}}, {Key: "$unset", Value: "a"}}})
 		}},
 		{"release update is a string", func() error { return l.ReleaseWithUpdate(ctx, "DONE") }},
+		{"release pipeline unsets a number", func() error {
+			return l.ReleaseWithUpdate(ctx, bson.A{bson.D{{Key: "$unset", Value: bson.A{"tmp", 3}}}})
+		}},
+		{"release pipeline unsets the holder record", func() error {
+			return l.ReleaseWithUpdate(ctx, bson.A{bson.D{{Key: "$unset", Value: mongolock.HolderKey}}})
+		}},
+		{"set update on release with a pipeline that unsets a document", func() error {
+			return l.SetUpdateOnRelease(mongo.Pipeline{{{Key: "$unset", Value: bson.A{bson.D{}}}}})
+		}},
 		{"set update on release writes the lock time", func() error {
 			return l.SetUpdateOnRelease(bson.M{"$currentDate": bson.M{mongolock.LockTimeKey: true}})
 		}},
@@ -199,4 +252,57 @@ func equalDocs(a, b []bson.Raw) bool {
 		}
 	}
 	return true
+}
+
+// Inputs that used to fail after I/O, and that are now supported wherever
+// they are used: dotted lock and fencing fields are read and written as
+// paths, and a projection that keeps nothing of its own returns the whole
+// document.
+func TestPathsAndProjectionsSupported(t *testing.T) {
+	cases := []struct {
+		name     string
+		opts     []mongolock.Option
+		timePath bool // FerretDB 1.x refuses $currentDate of a dotted path
+	}{
+		{"fencing at a path", []mongolock.Option{mongolock.WithFencing("meta.seq")}, false},
+		{"lock id at a path", []mongolock.Option{mongolock.WithFields("lock.id", "lock_time"), mongolock.WithFencing("lock.seq")}, false},
+		{"lock fields at paths", []mongolock.Option{mongolock.WithFields("lock.id", "lock.time"), mongolock.WithFencing("lock.seq")}, true},
+		{"projection of only _id:0", []mongolock.Option{mongolock.WithProjection(bson.D{{Key: "_id", Value: 0}})}, false},
+		{"projection of only lock fields", []mongolock.Option{mongolock.WithProjection(bson.D{{Key: mongolock.LockKey, Value: 1}, {Key: mongolock.LockTimeKey, Value: 1}})}, false},
+		{"lease with lock fields at paths", []mongolock.Option{mongolock.WithFields("l.id", "l.t"), mongolock.WithLease(time.Minute)}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.timePath {
+				requireRealMongoDB(t, "$currentDate of a dotted path")
+			}
+			ctx := testCtx(t)
+			coll := newColl(t)
+			job := jobDoc(t, coll)
+			lk := mongolock.New(coll, tc.opts...)
+			l, err := lk.TryAcquire(ctx, job)
+			if err != nil {
+				t.Fatalf("acquire: %v", err)
+			}
+			if _, err := lk.TryAcquire(ctx, job); !errors.Is(err, mongolock.ErrLocked) {
+				t.Fatalf("second acquire: %v, want ErrLocked", err)
+			}
+			infos, err := lk.ListLocked(ctx, nil)
+			if err != nil || len(infos) != 1 || infos[0].LockID != l.ID() || infos[0].Token != l.Token() {
+				t.Fatalf("ListLocked = %+v, %v; want lock %s token %d", infos, err, l.ID(), l.Token())
+			}
+			if err := l.Refresh(ctx); err != nil {
+				t.Fatalf("refresh: %v", err)
+			}
+			if err := l.ReleaseWithUpdate(ctx, bson.M{"$set": bson.M{"state": "DONE"}}); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			if infos, err := lk.ListLocked(ctx, nil); err != nil || len(infos) != 0 {
+				t.Fatalf("after release ListLocked = %+v, %v", infos, err)
+			}
+			if get(t, coll, "job")["state"] != "DONE" {
+				t.Error("the update on release was not applied")
+			}
+		})
+	}
 }
