@@ -1,25 +1,15 @@
 package testserver
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-)
 
-// Wire protocol constants (MongoDB wire protocol, OP_MSG).
-const (
-	headerLen       = 16
-	opMsg           = 2013
-	flagChecksum    = 1 << 0
-	flagMoreToCome  = 1 << 1
-	maxMessageBytes = 48 << 20
+	"github.com/mongolock/mongolock/internal/wire"
 )
 
 // writeCommands are the commands that FerretDB 1.x does not apply atomically
@@ -122,7 +112,7 @@ func (f *Front) serve(client net.Conn) {
 	defer f.untrack(server)
 
 	for {
-		msg, err := readMessage(client)
+		msg, err := wire.ReadMessage(client)
 		if err != nil {
 			return
 		}
@@ -142,10 +132,10 @@ func (f *Front) roundTrip(msg []byte, client, server net.Conn) error {
 	if _, err := server.Write(msg); err != nil {
 		return err
 	}
-	if !expectsReply(msg) {
+	if !wire.ExpectsReply(msg) {
 		return nil
 	}
-	reply, err := readMessage(server)
+	reply, err := wire.ReadMessage(server)
 	if err != nil {
 		return err
 	}
@@ -153,65 +143,11 @@ func (f *Front) roundTrip(msg []byte, client, server net.Conn) error {
 	return err
 }
 
-// readMessage reads one whole wire message, header included.
-func readMessage(r io.Reader) ([]byte, error) {
-	var header [headerLen]byte
-	if _, err := io.ReadFull(r, header[:]); err != nil {
-		return nil, err
-	}
-	n := int(int32(binary.LittleEndian.Uint32(header[:4])))
-	if n < headerLen || n > maxMessageBytes {
-		return nil, fmt.Errorf("testserver: bad message length %d", n)
-	}
-	msg := make([]byte, n)
-	copy(msg, header[:])
-	if _, err := io.ReadFull(r, msg[headerLen:]); err != nil {
-		return nil, err
-	}
-	return msg, nil
-}
-
-func opCode(msg []byte) int32 { return int32(binary.LittleEndian.Uint32(msg[12:16])) }
-
-func expectsReply(msg []byte) bool {
-	if opCode(msg) != opMsg || len(msg) < headerLen+4 {
-		return true
-	}
-	return binary.LittleEndian.Uint32(msg[headerLen:])&flagMoreToCome == 0
-}
-
-// isWrite reports whether msg is an OP_MSG whose command (the first key of its
-// body section) is one of writeCommands.
+// isWrite reports whether msg is a command (the first key of its body
+// section) named in writeCommands.
 func isWrite(msg []byte) bool {
-	name, err := commandName(msg)
-	return err == nil && writeCommands[string(bytes.ToLower([]byte(name)))]
-}
-
-func commandName(msg []byte) (string, error) {
-	if opCode(msg) != opMsg {
-		return "", errors.New("not OP_MSG")
-	}
-	sections := msg[headerLen+4:]
-	for len(sections) > 0 {
-		kind := sections[0]
-		sections = sections[1:]
-		if len(sections) < 4 {
-			return "", errors.New("short section")
-		}
-		size := int(int32(binary.LittleEndian.Uint32(sections[:4])))
-		if size < 4 || size > len(sections) {
-			return "", errors.New("bad section size")
-		}
-		if kind == 0 {
-			elem, err := bson.Raw(sections[:size]).IndexErr(0)
-			if err != nil {
-				return "", err
-			}
-			return elem.Key(), nil
-		}
-		sections = sections[size:]
-	}
-	return "", errors.New("no body section")
+	name, err := wire.CommandName(msg)
+	return err == nil && writeCommands[strings.ToLower(name)]
 }
 
 func dialTimeout(addr string, d time.Duration) (net.Conn, error) {
@@ -227,10 +163,10 @@ func dialTimeout(addr string, d time.Duration) (net.Conn, error) {
 // nothing. Without maxTimeMS the client still gives up at its deadline, and
 // the server finishes each command it started, as MongoDB does.
 func withoutMaxTime(msg []byte) []byte {
-	if opCode(msg) != opMsg || len(msg) < headerLen+5 || binary.LittleEndian.Uint32(msg[headerLen:])&flagChecksum != 0 {
+	if wire.OpCode(msg) != wire.OpMsg || len(msg) < wire.HeaderLen+5 || binary.LittleEndian.Uint32(msg[wire.HeaderLen:])&wire.FlagChecksum != 0 {
 		return msg
 	}
-	bodyAt := headerLen + 4
+	bodyAt := wire.HeaderLen + 4
 	if msg[bodyAt] != 0 {
 		return msg // the body section comes first in what drivers send
 	}

@@ -100,6 +100,10 @@ func Start(opts Options) (*Server, error) {
 // URI is the mongodb:// address of the front.
 func (s *Server) URI() string { return s.uri }
 
+// Addr is the front's host:port, to restart on (Options.Listen) or to put a
+// proxy in front of.
+func (s *Server) Addr() string { return s.front.Addr() }
+
 // Close stops the front and FerretDB, and removes the temporary data directory.
 func (s *Server) Close() error {
 	err := s.front.Close()

@@ -13,6 +13,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/mongolock/mongolock/internal/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -118,9 +120,9 @@ func opMsgBytes(t *testing.T, flags uint32, body bson.D) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := make([]byte, headerLen+4+1+len(doc))
+	msg := make([]byte, wire.HeaderLen+4+1+len(doc))
 	binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
-	binary.LittleEndian.PutUint32(msg[12:], opMsg)
+	binary.LittleEndian.PutUint32(msg[12:], wire.OpMsg)
 	binary.LittleEndian.PutUint32(msg[16:], flags)
 	msg[20] = 0
 	copy(msg[21:], doc)
@@ -141,9 +143,6 @@ func TestMessageRules(t *testing.T) {
 			t.Errorf("isWrite(%s) = %v", tc.cmd, got)
 		}
 	}
-	if !expectsReply(opMsgBytes(t, 0, bson.D{{Key: "ping", Value: 1}})) || expectsReply(opMsgBytes(t, flagMoreToCome, bson.D{{Key: "insert", Value: "c"}})) {
-		t.Error("moreToCome decides whether a reply is read")
-	}
 	bad := opMsgBytes(t, 0, bson.D{{Key: "insert", Value: "c"}})
 	binary.LittleEndian.PutUint32(bad[21:], 9999)
 	if isWrite(bad) {
@@ -156,8 +155,5 @@ func TestMessageRules(t *testing.T) {
 	}
 	if plain := opMsgBytes(t, 0, bson.D{{Key: "find", Value: "c"}}); !bytes.Equal(withoutMaxTime(plain), plain) {
 		t.Error("a message without maxTimeMS changed")
-	}
-	if _, err := commandName(append(opMsgBytes(t, 0, bson.D{}), 0)[:headerLen+4]); err == nil {
-		t.Error("a message without a body section has no command")
 	}
 }
