@@ -5,3 +5,13 @@ import "time"
 // SetClock replaces the client clock of lk, so tests can skew it. Call it
 // before lk is used.
 func SetClock(lk *Locker, now func() time.Time) { lk.now = now }
+
+// SetFaultTimeouts shortens how long the library waits on a server that
+// stopped answering (one question, and all of them after a lost reply), and
+// returns a function that restores them. Tests that use it must not run in
+// parallel.
+func SetFaultTimeouts(attempt, cleanup time.Duration) (restore func()) {
+	a, c := attemptTimeout, cleanupTimeout
+	attemptTimeout, cleanupTimeout = attempt, cleanup
+	return func() { attemptTimeout, cleanupTimeout = a, c }
+}

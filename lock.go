@@ -160,10 +160,11 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 		case err == nil:
 			l.done = true
 			return l.lostLocked("releasing")
-		case !unknownOutcome(ctx, err):
+		case unknownOutcome(ctx, err):
+			lostReply = err
+		case !notSent(err):
 			return ioError(ctx, "releasing "+l.id.lockID, err)
 		}
-		lostReply = err
 		if attempt+1 == releaseAttempts || !sleep(ctx, backoff(attempt+3, time.Second)) {
 			return l.mayRemain(ctx, err)
 		}
@@ -211,7 +212,7 @@ func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error)
 		return nil
 	}
 	l.lostOnce.Do(func() { close(l.lost) })
-	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%v), and the lock "+
+	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%w), and the lock "+
 		"is no longer held: that release may have freed it before someone else took, unlocked or deleted it",
 		ErrLockLost, l.id.lockID, idString(l.id.docID), cause)
 }
@@ -263,6 +264,8 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	}
 	wctx, stop := detached(ctx)
 	defer stop()
+	wctx, cancel := context.WithTimeout(wctx, attemptTimeout)
+	defer cancel()
 	now, err := l.locker.clock.Now(wctx)
 	if err != nil {
 		return err

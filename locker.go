@@ -14,11 +14,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 )
 
 // cleanupTimeout bounds how long the library keeps asking the server about
-// a write whose reply never came.
-const cleanupTimeout = 10 * time.Second
+// a write whose reply never came. Tests shorten it.
+var cleanupTimeout = 10 * time.Second
 
 // attemptTimeout bounds one of those questions (and one retried release), so
 // that a server that stopped answering does not hold the whole clean-up.
@@ -324,7 +325,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 			return nil, ioError(ctx, "acquiring", err)
 		}
 		if doc, err = lk.recoverLock(wctx, r, lockID, sent, err); doc == nil {
-			return nil, err
+			return nil, ioError(ctx, "acquiring", err)
 		}
 	}
 	l, err := lk.newLock(r, doc, time.Since(sent))
@@ -342,9 +343,18 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 
 // unknownOutcome reports whether a write that failed with err may have been
 // applied all the same: the connection broke, or no reply came in time.
-// Any other error is the server's answer, and nothing was written.
+// Any other error is the server's answer, or the driver's before sending,
+// and nothing was written.
 func unknownOutcome(ctx context.Context, err error) bool {
 	return ctx.Err() != nil || mongo.IsNetworkError(err) || mongo.IsTimeout(err)
+}
+
+// notSent reports whether err is the driver's refusal to send a command
+// because its connection pool was just cleared after a network error: the
+// command was not applied, and may be sent again.
+func notSent(err error) bool {
+	var pool driver.RetryablePoolError
+	return errors.As(err, &pool) && pool.Retryable()
 }
 
 // isFree reports whether a holder lookup found the document unlocked, which
@@ -381,8 +391,8 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 // server may have applied it. It looks for the lock by its lock id alone,
 // not by the caller's filter, which the acquiring update may have moved the
 // document out of. It returns the locked document when the write was
-// applied, and nil with an error saying what happened when it was not, or
-// when the server could not be asked within cleanupTimeout; a lease (or
+// applied; nil and cause when it was not; nil and an error saying so when
+// the server could not be asked within cleanupTimeout. A lease (or
 // `mongolock unlock -dead`) is what bounds a lock left then.
 func (lk *Locker) recoverLock(ctx context.Context, r *request, lockID string, sent time.Time, cause error) (bson.Raw, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -403,7 +413,7 @@ func (lk *Locker) recoverLock(ctx context.Context, r *request, lockID string, se
 				if r.cfg.logger != nil {
 					lk.debug(r.cfg.logger, "acquire not applied", "lock_id", lockID, "cause", cause)
 				}
-				return nil, ioError(ctx, "acquiring", cause)
+				return nil, cause
 			}
 			if err == nil {
 				if r.cfg.logger != nil {
@@ -416,7 +426,7 @@ func (lk *Locker) recoverLock(ctx context.Context, r *request, lockID string, se
 			break
 		}
 	}
-	return nil, fmt.Errorf("mongolock: acquiring: %w; whether the server took the lock is unknown (looking for lock_id %s: %w): "+
+	return nil, fmt.Errorf("%w; whether the server took the lock is unknown (looking for lock_id %s: %w): "+
 		"a lock left behind is cleared by its lease, or by an administrator", cause, lockID, err)
 }
 

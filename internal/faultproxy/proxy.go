@@ -158,6 +158,14 @@ func (p *Proxy) Count(cmd string) int {
 	return p.count[key(cmd)]
 }
 
+// Armed is how many lost replies and cut requests are still waiting for a
+// command named cmd: 0 once the faults a test set have all been met.
+func (p *Proxy) Armed(cmd string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lose[key(cmd)] + p.cut[key(cmd)]
+}
+
 func key(cmd string) string { return strings.ToLower(cmd) }
 
 // commandName is the command msg carries, or "" for none.
