@@ -18,10 +18,13 @@
 // the fencing token), so a late or retried release can never free a newer
 // lock; it reports ErrLockLost when the lock was broken or taken over.
 //
-// Beyond the original: leases judged by the server's clock (WithLease), a
-// keep-alive inside Do (WithAutoRefresh) that cancels fn's context when the
-// lock is lost, fencing tokens (WithFencing), immediate hand-off to waiters of
-// the same Locker, an Observer and slog debug records.
+// Beyond the original: a holder record (HolderKey: lock id, host, pid and
+// lease expiry) written with every lock; leases declared by their holders
+// and judged by the server's clock (WithLease); a keep-alive inside Do
+// (WithAutoRefresh) that cancels fn's context when the lock is lost; writes
+// that keep track of the lock when their reply is lost; fencing tokens
+// (WithFencing); immediate hand-off to waiters of the same Locker; an
+// Observer and slog debug records.
 //
 // # Usage
 //

@@ -212,12 +212,15 @@ func WithFields(lockKey, lockTimeKey string) Option {
 	}
 }
 
-// WithLease lets an acquirer take a lock whose lock_time is older than ttl by
-// the server's clock, whoever holds it. The ttl is the acquirer's judgement
-// and is not stored: holders must Refresh more often than any acquirer's ttl
-// (Do does so every ttl/3 unless WithAutoRefresh says otherwise). The old
-// holder's Refresh and Release then report ErrLockLost. The default is no
-// lease: a lock is held until released or unlocked.
+// WithLease makes every lock taken with it a promise: its holder record
+// (HolderKey) says that it expires ttl after it was taken, by the server's
+// clock, and each Refresh moves the expiry ttl past the refresh (Do refreshes
+// every ttl/3 unless WithAutoRefresh says otherwise). Once a lease has run
+// out, any acquirer, with or without WithLease, may take the document over;
+// the old holder's Refresh and Release then report ErrLockLost. A lock whose
+// holder declared no lease (every Python MongoLock, a Go holder without
+// WithLease) is never taken over, however old. The default is no lease: a
+// lock is held until released or unlocked.
 func WithLease(ttl time.Duration) Option {
 	return func(c *config) {
 		if ttl <= 0 {
