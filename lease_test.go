@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -331,36 +333,48 @@ func TestKilledHolderLeaseExpires(t *testing.T) {
 	}
 }
 
-// A waiter is woken by a release through the same Locker instead of sleeping
-// out its back-off.
+// A waiter is handed the document by a release through the same Locker
+// instead of sleeping out its back-off: its debug records say so.
 func TestHandoffWakesWaiter(t *testing.T) {
 	ctx := testCtx(t)
 	coll := newColl(t)
 	job := jobDoc(t, coll)
-	lk := mongolock.New(coll, mongolock.WithPollInterval(5*time.Second))
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var tries atomic.Int64
+	lk := mongolock.New(coll, mongolock.WithPollInterval(time.Hour), mongolock.WithLogger(logger),
+		mongolock.WithObserver(countContended{&tries}))
 	held, err := lk.TryAcquire(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan time.Time, 1)
 	errc := make(chan error, 1)
 	go func() {
 		l, err := lk.Acquire(ctx, job)
-		got <- time.Now()
 		if err == nil {
 			err = l.Release(ctx)
 		}
 		errc <- err
 	}()
-	time.Sleep(3 * time.Second) // the waiter's back-off has grown past a second
-	released := time.Now()
+	for tries.Load() < 3 { // the waiter has polled and backs off
+		time.Sleep(time.Millisecond)
+	}
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if d := (<-got).Sub(released); d > time.Second {
-		t.Errorf("the waiter took the lock %v after the release, want well under 1s", d)
+	if !strings.Contains(logs.String(), "lock handed over") {
+		t.Errorf("the waiter did not get the document from the release:\n%s", logs)
 	}
 }
+
+// countContended counts the tries that found the document locked.
+type countContended struct{ n *atomic.Int64 }
+
+func (c countContended) Acquired(string, time.Duration, time.Duration) {}
+func (c countContended) Contended(string)                              { c.n.Add(1) }
+func (c countContended) GaveUp(string, time.Duration)                  {}
+func (c countContended) Released(string, time.Duration)                {}
+func (c countContended) Lost(string, time.Duration)                    {}

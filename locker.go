@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -129,93 +128,16 @@ func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	l, err := lk.attempt(ctx, r)
+	l, err := lk.attempt(ctx, r, true)
 	lk.observeAttempt(r, l, err, 0)
 	return l, err
 }
 
-// Acquire locks a document matching filter, waiting while every match is
-// locked: it retries with exponential back-off (from 10ms, capped by
-// WithPollInterval, with jitter), and at once when this Locker releases a
-// lock while it is the longest waiter for its filter. It returns ErrNotFound
-// as soon as nothing matches. When WithMaxWait or ctx's deadline runs out, or
-// ctx is cancelled, the error matches both the holder's *LockedDocumentError
-// and ctx's error (context.DeadlineExceeded when the wait ran out).
-func (lk *Locker) Acquire(ctx context.Context, filter any, opts ...Option) (*Lock, error) {
-	r, err := lk.newRequest(filter, opts)
-	if err != nil {
-		return nil, err
-	}
-	return lk.acquire(ctx, r)
-}
-
-func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
-	start := time.Now()
-	deadline := start.Add(r.cfg.maxWait)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	me := lk.waiters.join(r.filter) // before the first attempt, so no release is missed
-	defer lk.waiters.leave(me)
-	var locked *LockedDocumentError // the holder, once an attempt found one
-	for attempt := 0; ; attempt++ {
-		l, err := lk.attempt(ctx, r)
-		lk.observeAttempt(r, l, err, time.Since(start))
-		if ctxErr := endedBy(ctx, err); ctxErr != nil && locked != nil {
-			// The wait ran out during an attempt: report it as a wait
-			// that ran out, naming the holder we know of.
-			return nil, lk.gaveUp(r, locked, ctxErr, start)
-		}
-		if errors.Is(err, ErrNotFound) {
-			lk.waiters.wakeAll(me) // they wait for nothing too
-		}
-		if !errors.As(err, &locked) {
-			return l, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return nil, lk.gaveUp(r, locked, context.DeadlineExceeded, start)
-		}
-		d := min(backoff(attempt, r.cfg.pollInterval), left)
-		if timer == nil {
-			timer = time.NewTimer(d)
-		} else {
-			timer.Reset(d)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, lk.gaveUp(r, locked, ctx.Err(), start)
-		case <-timer.C:
-		case <-me.wake:
-		}
-	}
-}
-
-func (lk *Locker) gaveUp(r *request, locked *LockedDocumentError, ctxErr error, start time.Time) error {
-	waited := time.Since(start)
-	if o := r.cfg.observer; o != nil {
-		o.GaveUp(lk.coll.Name(), waited)
-	}
-	return &waitError{locked: locked, ctxErr: ctxErr, waited: waited}
-}
-
-// backoff is the pause before retry number attempt+1: 10ms doubling up to
-// limit, of which a random half is kept so that waiters spread out.
-func backoff(attempt int, limit time.Duration) time.Duration {
-	d := limit
-	if attempt < 30 && firstBackoff<<attempt < limit {
-		d = firstBackoff << attempt
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
 // attempt is one try: a conditional findOneAndUpdate and, when it takes
-// nothing, one read of the filter that tells "locked" (and by whom) from "no
-// match", and a look for a holder whose declared lease ran out.
-func (lk *Locker) attempt(ctx context.Context, r *request) (*Lock, error) {
+// nothing and look is set, one read of the filter that tells "locked" (and
+// by whom) from "no match", and a look for a holder whose declared lease ran
+// out. Without look, a try that takes nothing returns errStillLocked.
+func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, error) {
 	lockID := r.cfg.lockID
 	if lockID == "" {
 		lockID = newUUID()
@@ -237,6 +159,9 @@ func (lk *Locker) attempt(ctx context.Context, r *request) (*Lock, error) {
 		}
 		if r.cfg.breakLock {
 			return nil, ErrNotFound
+		}
+		if !look {
+			return nil, errStillLocked
 		}
 		if holder, err = lk.holder(ctx, r); err != nil {
 			return nil, err
@@ -507,7 +432,7 @@ func (lk *Locker) observeAttempt(r *request, l *Lock, err error, waited time.Dur
 	switch {
 	case l != nil && o != nil:
 		o.Acquired(lk.coll.Name(), l.latency, waited)
-	case errors.Is(err, ErrLocked):
+	case errors.Is(err, ErrLocked) || errors.Is(err, errStillLocked):
 		if r.cfg.logger != nil {
 			lk.debug(r.cfg.logger, "document locked", "error", err)
 		}
