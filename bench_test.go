@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,133 +280,6 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
-// The holder writes the wall time of its release, and who it is, into the
-// releasing write; the next holder reads them from the document it locked.
-// Both processes run on one machine, so they share the clock.
-const (
-	releasedAt = "released_at"
-	releasedBy = "released_by"
-)
-
-// handoffWorkers take the document until its count reaches total, and record
-// each hand-off's latency. With bare, they use the bare driver and the same
-// back-off, without the library's hand-off.
-func handoffWorkers(ctx context.Context, coll *mongo.Collection, workers int, total int64, bare bool, pace time.Duration, lat *handoffLatencies) error {
-	const poll = 100 * time.Millisecond
-	lk := mongolock.New(coll, mongolock.WithPollInterval(poll), mongolock.WithMaxWait(time.Minute))
-	filter := bson.D{{Key: "_id", Value: "hot"}}
-	take := func() (bson.Raw, func(set ...bson.E) error, error) {
-		if bare {
-			doc, err := bareLockWait(ctx, coll, filter, poll)
-			return doc, func(set ...bson.E) error { return bareRelease(ctx, coll, doc, set...) }, err
-		}
-		l, err := lk.Acquire(ctx, filter)
-		if err != nil {
-			return nil, nil, err
-		}
-		return l.Document(), func(set ...bson.E) error {
-			return l.ReleaseWithUpdate(ctx, bson.D{{Key: "$set", Value: bson.D(set)}})
-		}, nil
-	}
-	var next atomic.Int64
-	return parallel(workers, func() error {
-		me := fmt.Sprintf("%d-%d", os.Getpid(), next.Add(1))
-		for {
-			doc, release, err := take()
-			if err != nil {
-				return err
-			}
-			if ns, ok := doc.Lookup(releasedAt).AsInt64OK(); ok && ns > 0 {
-				if by, _ := doc.Lookup(releasedBy).StringValueOK(); by == me {
-					lat.self.Add(1) // taken again by its releaser: no hand-off
-				} else {
-					lat.add(time.Since(time.Unix(0, ns)))
-				}
-			}
-			count, _ := doc.Lookup("count").AsInt64OK()
-			err = release(bson.E{Key: releasedAt, Value: time.Now().UnixNano()}, bson.E{Key: releasedBy, Value: me}, bson.E{Key: "count", Value: count + 1})
-			if err != nil {
-				return err
-			}
-			if count+1 >= total {
-				return nil
-			}
-			time.Sleep(pace) // work done outside the lock
-		}
-	})
-}
-
-// bareLockWait retries bareLock with the library's back-off: from 10ms,
-// doubling up to poll, with jitter.
-func bareLockWait(ctx context.Context, coll *mongo.Collection, filter bson.D, poll time.Duration) (bson.Raw, error) {
-	d := 10 * time.Millisecond
-	for {
-		doc, err := bareLock(ctx, coll, filter)
-		if !errors.Is(err, mongo.ErrNoDocuments) {
-			return doc, err
-		}
-		time.Sleep(d/2 + time.Duration(rand.Int64N(int64(d/2)+1)))
-		d = min(2*d, poll)
-	}
-}
-
-// BenchmarkHandoff: W goroutines (and, across processes, a second process
-// with as many) contend on one document; each op is one acquisition. Reports
-// p50 and p99 of the time from a release to the lock of the next holder when
-// that is another goroutine (a hand-off), and the share of acquisitions that
-// were hand-offs, for the library and for the bare driver with the same
-// back-off. With pace=0 a
-// holder asks for the lock again as soon as it releases it; with pace>0 it
-// works that long outside the lock first, so the next holder is a waiter.
-func BenchmarkHandoff(b *testing.B) {
-	const workers = 4
-	for _, procs := range []int{1, 2} {
-		for _, pace := range []time.Duration{0, time.Millisecond} {
-			b.Run(fmt.Sprintf("procs=%d/pace=%v", procs, pace), func(b *testing.B) {
-				lib, libShare := handoffRun(b, procs, workers, false, pace)
-				bare, bareShare := handoffRun(b, procs, workers, true, pace)
-				b.ReportMetric(percentile(lib, 0.50), "p50-ns")
-				b.ReportMetric(percentile(lib, 0.99), "p99-ns")
-				b.ReportMetric(libShare, "handoff-share")
-				b.ReportMetric(percentile(bare, 0.50), "driver-p50-ns")
-				b.ReportMetric(percentile(bare, 0.99), "driver-p99-ns")
-				b.ReportMetric(bareShare, "driver-handoff-share")
-			})
-		}
-	}
-}
-
-// handoffRun runs b.N acquisitions of one document over procs processes and
-// returns the sorted hand-off latencies and the share of acquisitions that
-// were hand-offs to another goroutine.
-func handoffRun(b *testing.B, procs, workers int, bare bool, pace time.Duration) (sorted []float64, share float64) {
-	ctx := context.Background()
-	coll := benchColl(b, bson.D{{Key: "_id", Value: "hot"}, {Key: "count", Value: int64(0)}, {Key: releasedAt, Value: int64(0)}})
-	role := "handoff"
-	if bare {
-		role = "handoff-bare"
-	}
-	var lat handoffLatencies
-	var children []*childProc
-	for range procs - 1 {
-		children = append(children, startChild(b, role, coll, workers, b.N, pace))
-	}
-	if err := handoffWorkers(ctx, coll, workers, int64(b.N), bare, pace, &lat); err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range children {
-		out := c.wait(b)
-		for _, v := range out["latency"] {
-			lat.add(time.Duration(v))
-		}
-		for _, v := range out["self"] {
-			lat.self.Add(v)
-		}
-	}
-	slices.Sort(lat.ns)
-	return lat.ns, float64(len(lat.ns)) / float64(len(lat.ns)+int(lat.self.Load()))
-}
-
 // childProc is a child process of the test binary started for a benchmark.
 type childProc struct {
 	out  *strings.Builder
@@ -417,10 +288,9 @@ type childProc struct {
 
 // startChild starts the test binary in role, with its output gathered as
 // key=value lines (a key may repeat).
-func startChild(b *testing.B, role string, coll *mongo.Collection, workers, rounds int, pace time.Duration) *childProc {
+func startChild(b *testing.B, role string, coll *mongo.Collection, workers, rounds int) *childProc {
 	out := &strings.Builder{}
 	cmd := childCommand(role, coll, workers, rounds)
-	cmd.Env = append(cmd.Env, childPace+"="+pace.String())
 	cmd.Stdout, cmd.Stderr = out, os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -32,7 +32,6 @@ const (
 	childColl    = "MONGOLOCK_TEST_COLL"
 	childWorkers = "MONGOLOCK_TEST_WORKERS"
 	childRounds  = "MONGOLOCK_TEST_ROUNDS"
-	childPace    = "MONGOLOCK_TEST_PACE"
 )
 
 // holders counts, inside the document itself, how many holders are in the
@@ -340,17 +339,16 @@ func runChild(role string) int {
 		}
 	case "hold":
 		return holdChild(ctx, coll)
-	case "handoff", "handoff-bare":
-		var lat handoffLatencies
-		pace, _ := time.ParseDuration(os.Getenv(childPace))
-		if err := handoffWorkers(ctx, coll, workers, int64(rounds), role == "handoff-bare", pace, &lat); err != nil {
+	case "contended", "contended-bare":
+		var st contendedStats
+		if err := measureContended(ctx, os.Getenv(childURI), coll.Name(), workers, int64(rounds), role == "contended-bare", &st); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		for _, ns := range lat.ns {
+		for _, ns := range st.lat.ns {
 			fmt.Printf("latency=%d\n", int64(ns))
 		}
-		fmt.Printf("self=%d\n", lat.self.Load())
+		fmt.Printf("acquired=%d\ncpu=%d\ncommands=%d\n", st.acquired.Load(), st.cpu.Nanoseconds(), st.commands)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		return 2

@@ -174,14 +174,6 @@ func (q *waitQueue) sawHolder(w *waiter, e *LockedDocumentError, foreign bool) {
 	}
 }
 
-// sawForeign records that a document handed to w's group was taken by
-// someone else before its poller could try.
-func (q *waitQueue) sawForeign(w *waiter) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	w.group.foreign = time.Now()
-}
-
 // contended reports whether w's group has seen another process hold what it
 // waits for lately.
 func (q *waitQueue) contended(w *waiter) bool {
