@@ -109,8 +109,9 @@ Run 'mongolock help <command>' or 'mongolock <command> -h' for a command's
 description, flags and examples.
 
 Exit codes: 0 done; 1 failed (server unreachable, operation failed); 2 usage
-error; exec: its command's code, or 75 when the lock was not obtained in time;
-check: 3 when the server is not atomic.
+error; exec: its command's code, 75 when the lock was not obtained in time,
+126/127 when the command cannot be run / is not found; check: 3 when the
+server is not atomic.
 `)
 }
 
