@@ -14,13 +14,11 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Exit code of check for a server that is not atomic.
-const exitNotAtomic = 2
-
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", stderr)
 	var c conn
-	c.register(fs)
+	c.registerServer(fs)
+	fs.StringVar(&c.collection, "collection", "", "scratch collection `name`, which must be empty or absent; dropped at the end (default: a new mongolock_check_<random>)")
 	workers := fs.Int("goroutines", 16, "concurrent clients")
 	duration := fs.Duration("duration", 3*time.Second, "how long each of the two measurements runs")
 	if ok, code := parse(fs, args); !ok {
@@ -32,12 +30,21 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *duration <= 0 {
 		return usageError(stderr, fs, "-duration must be positive")
 	}
-	client, err := c.connect(ctx)
-	if err != nil {
-		return fail(stderr, "check", err)
+	client, code := c.connectOrFail(ctx, "check", stderr)
+	if client == nil {
+		return code
 	}
 	defer client.Disconnect(context.Background())
-	coll := client.Database(c.db).Collection(fmt.Sprintf("mongolock_check_%d", rand.Int64()))
+	if c.collection == "" {
+		c.collection = fmt.Sprintf("mongolock_check_%d", rand.Int64())
+	}
+	coll := client.Database(c.db).Collection(c.collection)
+	if n, err := coll.CountDocuments(ctx, bson.D{}); err != nil || n > 0 {
+		if err == nil {
+			err = fmt.Errorf("collection %s.%s holds %d documents; check needs an empty one, and drops it", c.db, c.collection, n)
+		}
+		return fail(stderr, "check", err)
+	}
 	defer coll.Drop(context.WithoutCancel(ctx))
 
 	fmt.Fprintf(stdout, "checking %s with %d concurrent clients, %v per measurement\n", c.uri, *workers, *duration)

@@ -16,9 +16,6 @@ func runDevServer(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		return usageError(stderr, fs, "unexpected argument %q", fs.Arg(0))
-	}
 	srv, err := testserver.Start(testserver.Options{Listen: *listen, DataDir: *data, Raw: *raw})
 	if err != nil {
 		return fail(stderr, "dev-server", err)

@@ -1,54 +1,43 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"strings"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
 )
-
-// stdin is where unlock reads its confirmation; tests replace it.
-var stdin io.Reader = os.Stdin
 
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("list", stderr)
 	var c conn
 	c.register(fs)
-	filter := fs.String("filter", "", "only documents matching this Extended JSON `filter`")
-	asJSON := fs.Bool("json", false, "print JSON lines instead of a table")
+	var filter filterFlag
+	fs.Var(&filter, "filter", "only documents matching this Extended JSON `document` (default: every locked document)")
+	asJSON := fs.Bool("json", false, "print one JSON object per lock instead of a table")
 	if ok, code := parse(fs, args); !ok {
 		return code
 	}
-	f, err := parseFilter(*filter)
-	if err != nil {
-		return usageError(stderr, fs, "%v", err)
-	}
-	client, err := c.connect(ctx)
-	if err != nil {
-		return fail(stderr, "list", err)
+	client, code := c.connectOrFail(ctx, "list", stderr)
+	if client == nil {
+		return code
 	}
 	defer client.Disconnect(context.Background())
-	infos, now, err := listLocks(ctx, c.coll(client), f)
+	infos, now, err := listLocks(ctx, c.coll(client), filter.doc)
 	if err != nil {
 		return fail(stderr, "list", err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, in := range infos {
-			_ = enc.Encode(map[string]any{
-				"_id": idString(in.DocumentID), "lock_id": in.LockID, "lock_time": in.LockTime.UTC().Format(time.RFC3339Nano),
-				"age_seconds": now.Sub(in.LockTime).Seconds(), "token": in.Token,
-			})
+		if err := printLocksJSON(stdout, infos, now); err != nil {
+			return fail(stderr, "list", err)
 		}
 		return exitOK
 	}
@@ -56,28 +45,140 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// listLocks returns the locks matching filter and the server's time.
+// listLocks returns the locks matching filter, with their holders where the
+// holder record names them, and the server's time.
 func listLocks(ctx context.Context, coll *mongo.Collection, filter bson.D) ([]mongolock.LockInfo, time.Time, error) {
+	if filter == nil {
+		filter = bson.D{}
+	}
 	infos, err := mongolock.New(coll).ListLocked(ctx, filter)
 	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if err := readHolders(ctx, coll, infos); err != nil {
 		return nil, time.Time{}, err
 	}
 	now, err := serverTime(ctx, coll.Database().Client())
 	return infos, now, err
 }
 
+// readHolders fills Host, PID and Expires from the holder records where
+// ListLocked left them empty: the library's ListLocked does not yet read the
+// record it describes. A record counts only when it names the document's
+// current lock id.
+func readHolders(ctx context.Context, coll *mongo.Collection, infos []mongolock.LockInfo) error {
+	missing := map[string]int{} // by _id and lock id
+	var ids bson.A
+	for i, in := range infos {
+		if in.Host == "" && in.PID == 0 && in.Expires.IsZero() {
+			missing[idJSON(in.DocumentID)+"\x00"+in.LockID] = i
+			ids = append(ids, in.DocumentID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	proj := bson.D{{Key: mongolock.LockKey, Value: 1}, {Key: mongolock.HolderKey, Value: 1}}
+	cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, options.Find().SetProjection(proj))
+	if err != nil {
+		return fmt.Errorf("reading holder records: %w", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	for cur.Next(ctx) {
+		var doc struct {
+			ID     any    `bson:"_id"`
+			LockID string `bson:"lock_id"`
+			Holder *struct {
+				LockID  string    `bson:"lock_id"`
+				Host    string    `bson:"host"`
+				PID     int64     `bson:"pid"`
+				Expires time.Time `bson:"expires"`
+			} `bson:"lock_holder"`
+		}
+		if cur.Decode(&doc) != nil || doc.Holder == nil || doc.Holder.LockID != doc.LockID {
+			continue // not a record of this lock, or not one this command can read
+		}
+		if i, ok := missing[idJSON(doc.ID)+"\x00"+doc.LockID]; ok {
+			infos[i].Host, infos[i].PID, infos[i].Expires = doc.Holder.Host, int(doc.Holder.PID), doc.Holder.Expires
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return fmt.Errorf("reading holder records: %w", err)
+	}
+	return nil
+}
+
+// printLocks prints a table of locks. _IDs are Extended JSON, ready to paste
+// into -filter; ages and lease times are by the server's clock.
 func printLocks(w io.Writer, infos []mongolock.LockInfo, now time.Time) {
 	if len(infos) == 0 {
 		fmt.Fprintln(w, "no locked documents")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "_ID\tLOCK ID\tSINCE (UTC)\tAGE")
+	fmt.Fprintln(tw, "_ID\tLOCK ID\tSINCE (UTC)\tAGE\tHOST\tPID\tLEASE")
 	for _, in := range infos {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", idString(in.DocumentID), in.LockID,
-			in.LockTime.UTC().Format("2006-01-02 15:04:05"), now.Sub(in.LockTime).Round(time.Second))
+		host, pid := "-", "-"
+		if in.Host != "" {
+			host = in.Host
+		}
+		if in.PID != 0 {
+			pid = strconv.Itoa(in.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\n", idJSON(in.DocumentID), in.LockID,
+			in.LockTime.UTC().Format("2006-01-02 15:04:05"), now.Sub(in.LockTime).Round(time.Second),
+			host, pid, leaseString(in.Expires, now))
 	}
 	tw.Flush()
+}
+
+// leaseString says when a holder's declared lease runs out.
+func leaseString(expires, now time.Time) string {
+	switch {
+	case expires.IsZero():
+		return "-"
+	case expires.After(now):
+		return "ends in " + expires.Sub(now).Round(time.Second).String()
+	default:
+		return "ended " + now.Sub(expires).Round(time.Second).String() + " ago"
+	}
+}
+
+// lockJSON is one line of list -json. Unknown holder fields are null.
+type lockJSON struct {
+	ID         json.RawMessage `json:"_id"` // Extended JSON
+	LockID     string          `json:"lock_id"`
+	LockTime   string          `json:"lock_time"`
+	AgeSeconds float64         `json:"age_seconds"`
+	Token      int64           `json:"token"`
+	Host       *string         `json:"host"`
+	PID        *int            `json:"pid"`
+	Expires    *string         `json:"expires"`
+}
+
+func printLocksJSON(w io.Writer, infos []mongolock.LockInfo, now time.Time) error {
+	enc := json.NewEncoder(w)
+	for _, in := range infos {
+		line := lockJSON{
+			ID: json.RawMessage(idJSON(in.DocumentID)), LockID: in.LockID,
+			LockTime: in.LockTime.UTC().Format(time.RFC3339Nano), AgeSeconds: now.Sub(in.LockTime).Seconds(),
+			Token: in.Token,
+		}
+		if in.Host != "" {
+			line.Host = &in.Host
+		}
+		if in.PID != 0 {
+			line.PID = &in.PID
+		}
+		if !in.Expires.IsZero() {
+			e := in.Expires.UTC().Format(time.RFC3339Nano)
+			line.Expires = &e
+		}
+		if err := enc.Encode(line); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // serverTime reads the server's clock, so that ages do not depend on this
@@ -92,67 +193,4 @@ func serverTime(ctx context.Context, client *mongo.Client) (time.Time, error) {
 		return time.Now(), nil
 	}
 	return time.UnixMilli(dt), nil
-}
-
-func runUnlock(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("unlock", stderr)
-	var c conn
-	c.register(fs)
-	filter := fs.String("filter", "", "only documents matching this Extended JSON `filter`")
-	olderThan := fs.Duration("older-than", 0, "only locks older than this, by the server's clock (0: any age)")
-	yes := fs.Bool("yes", false, "do not ask before unlocking")
-	if ok, code := parse(fs, args); !ok {
-		return code
-	}
-	f, err := parseFilter(*filter)
-	if err != nil {
-		return usageError(stderr, fs, "%v", err)
-	}
-	if *olderThan < 0 {
-		return usageError(stderr, fs, "-older-than must not be negative")
-	}
-	client, err := c.connect(ctx)
-	if err != nil {
-		return fail(stderr, "unlock", err)
-	}
-	defer client.Disconnect(context.Background())
-	coll := c.coll(client)
-	infos, now, err := listLocks(ctx, coll, f)
-	if err != nil {
-		return fail(stderr, "unlock", err)
-	}
-	if *olderThan > 0 {
-		cutoff := now.Add(-*olderThan)
-		f = append(f, bson.E{Key: mongolock.LockTimeKey, Value: bson.D{{Key: "$lt", Value: bson.NewDateTimeFromTime(cutoff)}}})
-		kept := infos[:0]
-		for _, in := range infos {
-			if in.LockTime.Before(cutoff) {
-				kept = append(kept, in)
-			}
-		}
-		infos = kept
-	}
-	if len(infos) == 0 {
-		fmt.Fprintln(stdout, "no locked documents match; nothing to do")
-		return exitOK
-	}
-	fmt.Fprintf(stdout, "will unlock %d document(s) in %s.%s:\n", len(infos), c.db, c.collection)
-	printLocks(stdout, infos, now)
-	if !*yes && !confirm(stdout, "unlock them? [y/N] ") {
-		fmt.Fprintln(stdout, "nothing unlocked")
-		return exitFail
-	}
-	n, err := mongolock.New(coll).Unlock(ctx, f)
-	if err != nil {
-		return fail(stderr, "unlock", err)
-	}
-	fmt.Fprintf(stdout, "unlocked %d document(s)\n", n)
-	return exitOK
-}
-
-func confirm(w io.Writer, prompt string) bool {
-	fmt.Fprint(w, prompt)
-	line, _ := bufio.NewReader(stdin).ReadString('\n')
-	answer := strings.ToLower(strings.TrimSpace(line))
-	return answer == "y" || answer == "yes"
 }

@@ -14,132 +14,188 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// Exit codes.
+// Exit codes. exec also exits with its command's code, and check with
+// exitNotAtomic.
 const (
-	exitOK    = 0
-	exitFail  = 1 // the work failed: unreachable server, lock not taken, ...
-	exitUsage = 2 // bad command line; for check, a server that is not atomic
+	exitOK          = 0
+	exitFail        = 1  // the work failed: unreachable server, operation failed, not confirmed
+	exitUsage       = 2  // bad command line
+	exitNotAtomic   = 3  // check: the server does not apply writes atomically
+	exitLockTimeout = 75 // exec: the lock was not obtained in time (EX_TEMPFAIL: try again later)
 )
 
-// command is one subcommand.
+// command is one subcommand; its help is in helps.
 type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+	name string
+	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func commands() []command {
 	return []command{
-		{"demo", "run workers that lock READY jobs on the embedded server and count double processing", runDemo},
-		{"dev-server", "run the embedded MongoDB-wire server (FerretDB) for local development", runDevServer},
-		{"list", "list the locked documents of a collection", runList},
-		{"unlock", "clear locks, by filter and/or age", runUnlock},
-		{"exec", "hold a lock on a document while a command runs", runExec},
-		{"check", "measure whether a server applies findAndModify atomically", runCheck},
-		{"demo-worker", "", runDemoWorker}, // the demo's other processes
+		{"demo", runDemo},
+		{"dev-server", runDevServer},
+		{"list", runList},
+		{"unlock", runUnlock},
+		{"exec", runExec},
+		{"check", runCheck},
+		{"demo-worker", runDemoWorker}, // the demo's other processes
 	}
 }
 
-// run is the whole command: it returns the exit code. SIGINT and SIGTERM
-// cancel the context given to the subcommand.
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// run is the whole command: it returns the exit code. SIGINT, SIGTERM and
+// SIGHUP cancel the context given to the subcommand.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
+		return exitUsage
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		return runHelp(args[1:], stdout, stderr)
+	}
+	c, ok := lookupCommand(args[0])
+	if !ok {
+		fmt.Fprintf(stderr, "mongolock: unknown command %q; run 'mongolock help' for the list\n", args[0])
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	return c.run(ctx, args[1:], stdout, stderr)
+}
+
+// runHelp prints the general help, or a command's to stdout.
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	switch len(args) {
+	case 0:
+		usage(stdout)
+		return exitOK
+	case 1:
+		c, ok := lookupCommand(args[0])
+		if !ok || helps[c.name].summary == "" {
+			fmt.Fprintf(stderr, "mongolock help: unknown command %q; run 'mongolock help' for the list\n", args[0])
 			return exitUsage
 		}
-		return exitOK
+		// The command prints its own help, flags included.
+		return c.run(context.Background(), []string{"-h"}, stdout, stdout)
 	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return c.run(ctx, args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "mongolock: unknown command %q\n", args[0])
-	usage(stderr)
+	fmt.Fprintf(stderr, "mongolock help: unexpected arguments %s; usage: mongolock help [command]\n", quoteAll(args[1:]))
 	return exitUsage
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: mongolock <command> [flags]\n\ncommands:")
 	for _, c := range commands() {
-		if c.summary != "" {
-			fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+		if h := helps[c.name]; h.summary != "" {
+			fmt.Fprintf(w, "  %-11s %s\n", c.name, h.summary)
 		}
 	}
-	fmt.Fprintln(w, "\nRun 'mongolock <command> -h' for a command's flags.")
+	fmt.Fprint(w, `
+Run 'mongolock help <command>' or 'mongolock <command> -h' for a command's
+description, flags and examples.
+
+Exit codes: 0 done; 1 failed (server unreachable, operation failed); 2 usage
+error; exec: its command's code, 75 when the lock was not obtained in time,
+126/127 when the command cannot be run / is not found; check: 3 when the
+server is not atomic.
+`)
 }
 
-// conn holds the flags every subcommand that talks to a server shares.
-type conn struct {
-	uri        string
-	db         string
-	collection string
-	timeout    time.Duration
-}
+// flagOutput swallows the flag package's own messages, so that parse can
+// report an error in one line, and remembers where messages belong.
+type flagOutput struct{ w io.Writer }
 
-func (c *conn) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.uri, "uri", "mongodb://127.0.0.1:27017", "MongoDB `URI` to connect to")
-	fs.StringVar(&c.db, "db", "mongolock", "database `name`")
-	fs.StringVar(&c.collection, "collection", "jobs", "collection `name`")
-	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for the server (and, for exec, for the lock)")
-}
+func (flagOutput) Write(p []byte) (int, error) { return len(p), nil }
 
 // newFlags returns a flag set that reports errors instead of exiting.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("mongolock "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(flagOutput{stderr})
+	fs.Usage = func() {}
 	return fs
 }
 
-// parse parses args and reports whether the command should go on; code is
-// the exit code when it should not.
+// errWriter is where fs's messages go.
+func errWriter(fs *flag.FlagSet) io.Writer {
+	if o, ok := fs.Output().(flagOutput); ok {
+		return o.w
+	}
+	return fs.Output()
+}
+
+// parse parses args, which must hold flags only, and reports whether the
+// command should go on; code is the exit code when it should not. -h prints
+// the command's help.
 func parse(fs *flag.FlagSet, args []string) (ok bool, code int) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return false, exitOK
-		}
-		return false, exitUsage
+	if ok, code := parseFlags(fs, args); !ok {
+		return false, code
+	}
+	if fs.NArg() > 0 {
+		return false, usageError(errWriter(fs), fs, "unexpected arguments %s (this command takes flags only)", quoteAll(fs.Args()))
 	}
 	return true, exitOK
 }
 
-// usageError reports a bad flag value and returns exitUsage.
+// parseFlags is parse for a command that takes arguments after its flags.
+func parseFlags(fs *flag.FlagSet, args []string) (ok bool, code int) {
+	w := errWriter(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(w, fs)
+			return false, exitOK
+		}
+		return false, usageError(w, fs, "%v; see 'mongolock help %s'", err, strings.TrimPrefix(fs.Name(), "mongolock "))
+	}
+	// Every command's -timeout: 0 or less would report a reachable server as
+	// unreachable.
+	if f := fs.Lookup("timeout"); f != nil {
+		if d, _ := f.Value.(flag.Getter).Get().(time.Duration); d <= 0 {
+			return false, usageError(w, fs, "-timeout must be positive, not %v", d)
+		}
+	}
+	return true, exitOK
+}
+
+// printHelp prints the help of fs's command: what it does, its flags with
+// their defaults, examples and notes.
+func printHelp(w io.Writer, fs *flag.FlagSet) {
+	name := strings.TrimPrefix(fs.Name(), "mongolock ")
+	c := helps[name]
+	fmt.Fprintf(w, "usage: mongolock %s %s\n", name, c.usage)
+	if c.about != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.about))
+	}
+	fmt.Fprintln(w, "\nflags:")
+	out := fs.Output()
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	if c.notes != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.notes))
+	}
+	if c.examples != "" {
+		fmt.Fprintf(w, "\nexamples:\n%s\n", strings.TrimRight(c.examples, "\n"))
+	}
+}
+
+// usageError reports a bad command line in one line and returns exitUsage.
 func usageError(stderr io.Writer, fs *flag.FlagSet, format string, args ...any) int {
 	fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
 	return exitUsage
-}
-
-// connect opens a client and checks that the server answers within the
-// timeout.
-func (c *conn) connect(ctx context.Context) (*mongo.Client, error) {
-	client, err := mongo.Connect(options.Client().ApplyURI(c.uri).SetServerSelectionTimeout(c.timeout).SetConnectTimeout(c.timeout))
-	if err != nil {
-		return nil, fmt.Errorf("bad -uri %q: %s", c.uri, oneLine(err))
-	}
-	pctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	if err := client.Ping(pctx, nil); err != nil {
-		_ = client.Disconnect(context.Background())
-		return nil, fmt.Errorf("cannot reach %s within %v: %s", c.uri, c.timeout, oneLine(err))
-	}
-	return client, nil
-}
-
-func (c *conn) coll(client *mongo.Client) *mongo.Collection {
-	return client.Database(c.db).Collection(c.collection)
 }
 
 // fail prints a one-line error and returns exitFail.
@@ -148,35 +204,33 @@ func fail(stderr io.Writer, name string, err error) int {
 	return exitFail
 }
 
+// oneLine is err's message on one line, without the driver's dump of the
+// topology (which names the last error of each server: that is kept).
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	i := strings.Index(msg, ", current topology:")
+	if i < 0 {
+		i = strings.Index(msg, " current topology:")
+	}
+	if i < 0 {
+		return msg
+	}
+	dump := msg[i:]
+	msg = msg[:i]
+	if j := strings.Index(dump, "Last error: "); j >= 0 {
+		last := dump[j+len("Last error: "):]
+		if k := strings.Index(last, " }"); k >= 0 {
+			last = last[:k]
+		}
+		msg += ": " + strings.TrimSuffix(last, ",")
+	}
+	return msg
 }
 
-// parseFilter reads a filter given as Extended JSON; empty means all.
-func parseFilter(s string) (bson.D, error) {
-	if strings.TrimSpace(s) == "" {
-		return bson.D{}, nil
+func quoteAll(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = fmt.Sprintf("%q", a)
 	}
-	var d bson.D
-	if err := bson.UnmarshalExtJSON([]byte(s), false, &d); err != nil {
-		return nil, fmt.Errorf("-filter is not an Extended JSON document: %v", err)
-	}
-	return d, nil
-}
-
-// idString renders a document id for people: strings bare, others as
-// Extended JSON.
-func idString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case bson.ObjectID:
-		return x.Hex()
-	}
-	b, err := bson.MarshalExtJSON(bson.D{{Key: "v", Value: v}}, false, false)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	s := strings.TrimPrefix(string(b), `{"v":`)
-	return strings.TrimSuffix(s, "}")
+	return strings.Join(q, " ")
 }

@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -89,44 +89,212 @@ func newJobs(t *testing.T, n int) (*mongo.Collection, []string) {
 	return coll, []string{"-uri", serverURI, "-db", "mongolock_cmd_test", "-collection", name}
 }
 
-func TestUsageAndExitCodes(t *testing.T) {
+// refusedURI is the URI of a port where nothing listens.
+func refusedURI(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return "mongodb://" + addr
+}
+
+// TestExitCodes runs every command's refusals and outcomes: the exit code,
+// and the one line that says why.
+func TestExitCodes(t *testing.T) {
+	raw, err := testserver.Start(testserver.Options{Raw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	refused := refusedURI(t)
+	notExecutable := t.TempDir() + "/script.sh"
+	if err := os.WriteFile(notExecutable, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lockJob1 := func(t *testing.T, coll *mongo.Collection) {
+		if _, err := mongolock.New(coll).TryAcquire(context.Background(), bson.D{{Key: "_id", Value: "job1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const S = "@server" // the flags of a fresh collection with job1..job3
 	cases := []struct {
-		args []string
-		code int
-		says string // in stderr
+		name   string
+		args   []string
+		setup  func(t *testing.T, coll *mongo.Collection)
+		code   int
+		stderr string // in stderr
+		stdout string // in stdout
 	}{
-		{nil, exitUsage, "usage: mongolock"},
-		{[]string{"help"}, exitOK, "usage: mongolock"},
-		{[]string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
-		{[]string{"demo", "-bogus"}, exitUsage, "-bogus"},
-		{[]string{"demo", "-jobs", "0"}, exitUsage, "-jobs must be positive"},
-		{[]string{"demo", "-workers", "2", "-procs", "3"}, exitUsage, "-procs"},
-		{[]string{"demo", "-work", "-1s"}, exitUsage, "-work"},
-		{[]string{"list", "-h"}, exitOK, "-collection"},
-		{[]string{"list", "-filter", "{not json"}, exitUsage, "-filter"},
-		{[]string{"unlock", "-older-than", "-1m"}, exitUsage, "-older-than"},
-		{[]string{"exec", "--", "true"}, exitUsage, "-filter is required"},
-		{[]string{"exec", "-filter", `{"_id":1}`}, exitUsage, "no command given"},
-		{[]string{"exec", "-filter", `{"_id":1}`, "-lease", "0s", "--", "true"}, exitUsage, "-lease"},
-		{[]string{"check", "-goroutines", "1"}, exitUsage, "-goroutines"},
-		{[]string{"dev-server", "extra"}, exitUsage, "unexpected argument"},
-		{[]string{"list", "-uri", "mongodb://127.0.0.1:1", "-timeout", "300ms"}, exitFail, "cannot reach mongodb://127.0.0.1:1"},
-		{[]string{"unlock", "-uri", "mongodb://127.0.0.1:1", "-timeout", "300ms", "-yes"}, exitFail, "cannot reach"},
-		{[]string{"list", "-uri", "notauri"}, exitFail, "-uri"},
+		// The command and its help.
+		{"no command", nil, nil, exitUsage, "usage: mongolock", ""},
+		{"help", []string{"help"}, nil, exitOK, "", "usage: mongolock"},
+		{"help exec", []string{"help", "exec"}, nil, exitOK, "", "MONGOLOCK_LOCK_ID"},
+		{"help unknown", []string{"help", "frob"}, nil, exitUsage, `unknown command "frob"`, ""},
+		{"help stray", []string{"help", "list", "x"}, nil, exitUsage, `unexpected arguments "x"`, ""},
+		{"unknown command", []string{"frobnicate"}, nil, exitUsage, `unknown command "frobnicate"`, ""},
+		{"exec -h", []string{"exec", "-h"}, nil, exitOK, "MONGOLOCK_DOCUMENT_ID", ""},
+		{"list -h", []string{"list", "-h"}, nil, exitOK, `-collection name`, ""},
+		{"unknown flag", []string{"list", "-bogus"}, nil, exitUsage, "flag provided but not defined: -bogus", ""},
+
+		// Stray arguments are refused, never ignored.
+		{"unlock stray", []string{"unlock", "-yes", "job-1"}, nil, exitUsage, `unexpected arguments "job-1"`, ""},
+		{"unlock stray before flags", []string{"unlock", "job-1", "-all"}, nil, exitUsage, `unexpected arguments "job-1" "-all"`, ""},
+		{"list stray", []string{"list", "jobs"}, nil, exitUsage, `unexpected arguments "jobs"`, ""},
+		{"check stray", []string{"check", "now"}, nil, exitUsage, `unexpected arguments "now"`, ""},
+		{"demo stray", []string{"demo", "fast"}, nil, exitUsage, `unexpected arguments "fast"`, ""},
+		{"dev-server stray", []string{"dev-server", "extra"}, nil, exitUsage, `unexpected arguments "extra"`, ""},
+		{"exec without --", []string{"exec", "-filter", `{"_id": 1}`, "true"}, nil, exitUsage, "put -- before the command", ""},
+		{"exec without command", []string{"exec", "-filter", `{"_id": 1}`, "--"}, nil, exitUsage, "no command given", ""},
+		{"exec without filter", []string{"exec", "--", "true"}, nil, exitUsage, "-filter is required", ""},
+
+		// unlock says which locks.
+		{"unlock no selector", []string{"unlock", "-yes"}, nil, exitUsage, "say which locks to clear", ""},
+		{"unlock empty filter", []string{"unlock", "-filter", "", "-yes"}, nil, exitUsage, "empty filter", ""},
+		{"unlock {} filter", []string{"unlock", "-filter", "{}", "-yes"}, nil, exitUsage, "say -all", ""},
+		{"unlock -all and -filter", []string{"unlock", "-all", "-filter", `{"a": 1}`}, nil, exitUsage, "cannot be combined", ""},
+		{"unlock -older-than 0", []string{"unlock", "-older-than", "0s"}, nil, exitUsage, "-older-than must be positive", ""},
+		{"unlock -older-than negative", []string{"unlock", "-older-than", "-1m"}, nil, exitUsage, "-older-than must be positive", ""},
+
+		// Filters: one document and nothing else.
+		{"filter empty", []string{"list", "-filter", " "}, nil, exitUsage, "empty filter", ""},
+		{"filter null", []string{"list", "-filter", "null"}, nil, exitUsage, "must be a document {...}, not null", ""},
+		{"filter array", []string{"list", "-filter", "[1]"}, nil, exitUsage, "not an array", ""},
+		{"filter string", []string{"list", "-filter", `"job1"`}, nil, exitUsage, "not a string", ""},
+		{"filter bare ObjectId", []string{"list", "-filter", `{"$oid": "65f0c0ffee0000000000beef"}`}, nil, exitUsage, `write {"_id": {"$oid": "65f0c0ffee0000000000beef"}}`, ""},
+		{"filter trailing text", []string{"list", "-filter", `{"a": 1} x`}, nil, exitUsage, `text after the filter document: "x"`, ""},
+		{"filter two documents", []string{"list", "-filter", `{"a": 1}{"b": 2}`}, nil, exitUsage, "text after the filter document", ""},
+		{"filter mongosh syntax", []string{"list", "-filter", `{_id: 1}`}, nil, exitUsage, "Extended JSON", ""},
+		{"exec filter null", []string{"exec", "-filter", "null", "--", "true"}, nil, exitUsage, "not null", ""},
+
+		// Durations and counts.
+		{"timeout 0", []string{"list", "-timeout", "0"}, nil, exitUsage, "-timeout must be positive", ""},
+		{"timeout negative", []string{"unlock", "-all", "-timeout", "-1s"}, nil, exitUsage, "-timeout must be positive", ""},
+		{"demo timeout 0", []string{"demo", "-timeout", "0s"}, nil, exitUsage, "-timeout must be positive", ""},
+		{"exec lease 0", []string{"exec", "-filter", `{"_id": 1}`, "-lease", "0s", "--", "true"}, nil, exitUsage, "-lease must be positive", ""},
+		{"exec kill-after 0", []string{"exec", "-filter", `{"_id": 1}`, "-kill-after", "0s", "--", "true"}, nil, exitUsage, "-kill-after must be positive", ""},
+		{"check goroutines", []string{"check", "-goroutines", "1"}, nil, exitUsage, "-goroutines must be at least 2", ""},
+		{"demo jobs", []string{"demo", "-jobs", "0"}, nil, exitUsage, "-jobs must be positive", ""},
+		{"demo procs", []string{"demo", "-workers", "2", "-procs", "3"}, nil, exitUsage, "-procs", ""},
+
+		// Servers: unreachable fails at once, in one line.
+		{"refused list", []string{"list", "-uri", refused, "-timeout", "1h"}, nil, exitFail, "cannot reach " + refused + ": dial tcp", ""},
+		{"refused unlock", []string{"unlock", "-all", "-yes", "-uri", refused, "-timeout", "1h"}, nil, exitFail, "connection refused", ""},
+		{"refused exec", []string{"exec", "-filter", "{}", "-uri", refused, "-timeout", "1h", "--", "true"}, nil, exitFail, "connection refused", ""},
+		{"refused check", []string{"check", "-uri", refused, "-timeout", "1h"}, nil, exitFail, "connection refused", ""},
+		{"bad uri", []string{"list", "-uri", "notauri"}, nil, exitUsage, `bad -uri "notauri"`, ""},
+
+		// Outcomes.
+		{"list", []string{"list", S}, lockJob1, exitOK, "", `"job1"`},
+		{"list nothing", []string{"list", S}, nil, exitOK, "", "no locked documents"},
+		{"unlock nothing", []string{"unlock", "-all", S}, nil, exitOK, "", "nothing to do"},
+		{"unlock not confirmed", []string{"unlock", "-all", S}, lockJob1, exitFail, "not confirmed", "will unlock 1 document"},
+		{"unlock -all -yes", []string{"unlock", "-all", "-yes", S}, lockJob1, exitOK, "", "unlocked 1 document"},
+		{"exec child's code", []string{"exec", "-filter", `{"_id": "job1"}`, S, "--", "sh", "-c", "exit 7"}, nil, 7, "", ""},
+		{"exec child's 1", []string{"exec", "-filter", `{"_id": "job1"}`, S, "--", "false"}, nil, 1, "", ""},
+		{"exec lock not obtained", []string{"exec", "-filter", `{"_id": "job1"}`, "-timeout", "1s", S, "--", "true"}, lockJob1, exitLockTimeout, "lock not obtained within -timeout 1s: document job1 is locked", ""},
+		{"exec no document", []string{"exec", "-filter", `{"_id": "nope"}`, S, "--", "true"}, nil, exitFail, "no document matches -filter", ""},
+		{"exec not found", []string{"exec", "-filter", `{"_id": "job1"}`, S, "--", "/nonexistent/mongolock-test"}, nil, exitNotFound, "cannot run /nonexistent/mongolock-test", ""},
+		{"exec not found in PATH", []string{"exec", "-filter", `{"_id": "job1"}`, S, "--", "mongolock-test-no-such-command"}, nil, exitNotFound, "executable file not found", ""},
+		{"exec not executable", []string{"exec", "-filter", `{"_id": "job1"}`, S, "--", notExecutable}, nil, exitCannotRun, "permission denied", ""},
+		{"check atomic", []string{"check", "-uri", serverURI, "-duration", "300ms"}, nil, exitOK, "", "atomic: no overlap"},
+		{"check not atomic", []string{"check", "-uri", raw.URI(), "-duration", "1s"}, nil, exitNotAtomic, "", "not atomic"},
 	}
 	for _, tc := range cases {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			code, _, stderr := runCmd(tc.args...)
+		t.Run(tc.name, func(t *testing.T) {
+			stdin = strings.NewReader("") // no one answers a question
+			defer func() { stdin = os.Stdin }()
+			var args []string
+			for _, a := range tc.args {
+				if a != S {
+					args = append(args, a)
+					continue
+				}
+				coll, flags := newJobs(t, 3)
+				if tc.setup != nil {
+					tc.setup(t, coll)
+				}
+				args = append(args, flags...)
+			}
+			code, stdout, stderr := runCmd(args...)
 			if code != tc.code {
-				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr)
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, stdout, stderr)
 			}
-			if !strings.Contains(stderr, tc.says) {
-				t.Errorf("stderr does not say %q:\n%s", tc.says, stderr)
+			if !strings.Contains(stderr, tc.stderr) {
+				t.Errorf("stderr does not say %q:\n%s", tc.stderr, stderr)
 			}
-			if tc.code == exitFail && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-				t.Errorf("a failure is one line:\n%s", stderr)
+			if !strings.Contains(stdout, tc.stdout) {
+				t.Errorf("stdout does not say %q:\n%s", tc.stdout, stdout)
+			}
+			if code != exitOK && tc.stderr != "" && tc.name != "no command" {
+				errLines := strings.TrimPrefix(stderr, unlockPrompt+"\n") // the question is not part of the error
+				if n := strings.Count(strings.TrimSuffix(errLines, "\n"), "\n") + 1; n != 1 {
+					t.Errorf("an error is one line, not %d:\n%s", n, stderr)
+				}
+			}
+			if strings.Contains(stderr, "topology") {
+				t.Errorf("the driver's topology dump reached the user:\n%s", stderr)
 			}
 		})
+	}
+}
+
+// TestHelp checks that every command's help describes it, lists its flags
+// with defaults, and has examples, the same from 'help CMD' and 'CMD -h'.
+func TestHelp(t *testing.T) {
+	for _, c := range commands() {
+		h := helps[c.name]
+		if h.summary == "" {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			code, viaHelp, errOut := runCmd("help", c.name)
+			if code != exitOK || errOut != "" {
+				t.Fatalf("help %s: exit %d\n%s", c.name, code, errOut)
+			}
+			code, _, viaFlag := runCmd(c.name, "-h")
+			if code != exitOK || viaFlag != viaHelp {
+				t.Errorf("%s -h: exit %d, and it differs from help %s:\n%s", c.name, code, c.name, viaFlag)
+			}
+			for _, want := range []string{"usage: mongolock " + c.name, strings.TrimSpace(h.about)[:30], "flags:", "(default ", "examples:\n  mongolock " + c.name, "Exit codes"} {
+				if !strings.Contains(viaHelp, want) {
+					t.Errorf("help %s lacks %q:\n%s", c.name, want, viaHelp)
+				}
+			}
+		})
+	}
+	_, out, _ := runCmd("help", "exec")
+	for _, want := range []string{"-- command", "MONGOLOCK_LOCK_ID", "MONGOLOCK_DOCUMENT_ID", "75 ", "127", "-kill-after duration", "SIGKILL"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help exec lacks %q", want)
+		}
+	}
+	_, out, _ = runCmd("help")
+	for _, c := range []string{"demo", "dev-server", "list", "unlock", "exec", "check"} {
+		if !strings.Contains(out, "\n  "+c+" ") {
+			t.Errorf("help does not list %s:\n%s", c, out)
+		}
+	}
+	if strings.Contains(out, "demo-worker") {
+		t.Errorf("help lists the demo's worker process:\n%s", out)
+	}
+}
+
+func TestRefusedConnectionIsOneLine(t *testing.T) {
+	// Without the dial check, the driver would wait out -timeout (1h) here.
+	code, _, stderr := runCmd("list", "-uri", refusedURI(t), "-timeout", "1h")
+	if code != exitFail || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "connection refused") {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+}
+
+func TestOneLineDropsTheTopologyDump(t *testing.T) {
+	err := fmt.Errorf("listing locks: %w", fmt.Errorf(`server selection error: context deadline exceeded, current topology: { Type: Unknown, Servers: [{ Addr: 127.0.0.1:1, Type: Unknown, Last error: dial tcp 127.0.0.1:1: connect: connection refused }, ] }`))
+	got := oneLine(err)
+	want := "listing locks: server selection error: context deadline exceeded: dial tcp 127.0.0.1:1: connect: connection refused"
+	if got != want {
+		t.Errorf("oneLine:\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -158,134 +326,33 @@ func TestDemoRefusesACollectionInUse(t *testing.T) {
 	}
 }
 
-func TestCheckVerdicts(t *testing.T) {
-	for _, raw := range []bool{true, false} {
-		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
-			srv, err := testserver.Start(testserver.Options{Raw: raw})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			code, stdout, stderr := runCmd("check", "-uri", srv.URI(), "-duration", "1s")
-			want, verdict := exitOK, "atomic: no overlap"
-			if raw {
-				want, verdict = exitNotAtomic, "not atomic"
-			}
-			if code != want || !strings.Contains(stdout, verdict) {
-				t.Fatalf("exit %d, want %d with %q\n%s\n%s", code, want, verdict, stdout, stderr)
-			}
-			c := clientFor(t, srv.URI())
-			names, err := c.Database("mongolock").ListCollectionNames(context.Background(), bson.D{})
-			_ = c.Disconnect(context.Background())
-			if err != nil || len(names) != 0 {
-				t.Errorf("check left collections behind: %v %v", names, err)
-			}
-		})
+// TestCheckCollection: check works in the collection -collection names, or
+// a new one, refuses one in use, and leaves nothing behind.
+func TestCheckCollection(t *testing.T) {
+	coll, _ := newJobs(t, 1)
+	code, _, stderr := runCmd("check", "-uri", serverURI, "-db", coll.Database().Name(), "-collection", coll.Name(), "-duration", "100ms")
+	if code != exitFail || !strings.Contains(stderr, "holds 1 documents") {
+		t.Fatalf("check on a collection in use: exit %d\n%s", code, stderr)
+	}
+	if n, _ := coll.CountDocuments(context.Background(), bson.D{}); n != 1 {
+		t.Errorf("check touched a collection in use: %d documents", n)
+	}
+	db := client.Database("mongolock_cmd_check")
+	defer db.Drop(context.Background())
+	for _, args := range [][]string{{"-collection", "scratch"}, nil} {
+		args = append([]string{"check", "-uri", serverURI, "-db", db.Name(), "-duration", "100ms"}, args...)
+		if code, stdout, stderr := runCmd(args...); code != exitOK {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout, stderr)
+		}
+		names, err := db.ListCollectionNames(context.Background(), bson.D{})
+		if err != nil || len(names) != 0 {
+			t.Errorf("%v left collections behind: %v %v", args, names, err)
+		}
 	}
 }
 
-func clientFor(t *testing.T, uri string) *mongo.Client {
-	c, err := mongo.Connect(options.Client().ApplyURI(uri))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-	return c
-}
-
-func TestListAndUnlock(t *testing.T) {
-	ctx := context.Background()
-	coll, flags := newJobs(t, 3)
-	lk := mongolock.New(coll)
-	a, err := lk.TryAcquire(ctx, bson.D{{Key: "_id", Value: "job1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := lk.TryAcquire(ctx, bson.D{{Key: "_id", Value: "job2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	code, out, errOut := runCmd(append([]string{"list"}, flags...)...)
-	if code != exitOK || !strings.Contains(out, a.ID()) || !strings.Contains(out, b.ID()) || strings.Contains(out, "job3") {
-		t.Fatalf("list: exit %d\n%s%s", code, out, errOut)
-	}
-	code, out, _ = runCmd(append([]string{"list", "-json"}, flags...)...)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var first map[string]any
-	if code != exitOK || len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &first) != nil || first["lock_id"] == nil {
-		t.Fatalf("list -json: exit %d\n%s", code, out)
-	}
-
-	// Asked, and refused: nothing changes.
-	stdin = strings.NewReader("n\n")
-	defer func() { stdin = os.Stdin }()
-	code, out, _ = runCmd(append([]string{"unlock", "-filter", `{"_id": "job1"}`}, flags...)...)
-	if code != exitFail || !strings.Contains(out, "will unlock 1 document") || !strings.Contains(out, "nothing unlocked") {
-		t.Fatalf("unlock refused: exit %d\n%s", code, out)
-	}
-	// Too young for -older-than.
-	code, out, _ = runCmd(append([]string{"unlock", "-older-than", "1h", "-yes"}, flags...)...)
-	if code != exitOK || !strings.Contains(out, "nothing to do") {
-		t.Fatalf("unlock -older-than 1h: exit %d\n%s", code, out)
-	}
-	// Asked, and accepted.
-	stdin = strings.NewReader("y\n")
-	code, out, _ = runCmd(append([]string{"unlock", "-filter", `{"_id": "job1"}`}, flags...)...)
-	if code != exitOK || !strings.Contains(out, "unlocked 1 document") {
-		t.Fatalf("unlock accepted: exit %d\n%s", code, out)
-	}
-	if err := a.Release(ctx); err == nil {
-		t.Error("job1's holder could still release after unlock")
-	}
-	time.Sleep(20 * time.Millisecond)
-	code, out, _ = runCmd(append([]string{"unlock", "-older-than", "10ms", "-yes"}, flags...)...)
-	if code != exitOK || !strings.Contains(out, "unlocked 1 document") {
-		t.Fatalf("unlock -older-than -yes: exit %d\n%s", code, out)
-	}
-	if n, _ := coll.CountDocuments(ctx, bson.D{{Key: mongolock.LockKey, Value: bson.D{{Key: "$ne", Value: nil}}}}); n != 0 {
-		t.Errorf("%d locks left", n)
-	}
-}
-
-func TestExecPassesExitCode(t *testing.T) {
-	coll, flags := newJobs(t, 1)
-	envFile := t.TempDir() + "/env"
-	script := fmt.Sprintf(`echo "$%s $%s" > %s; exit 7`, envLockID, envDocumentID, envFile)
-	args := append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...), "--", "sh", "-c", script)
-	code, out, errOut := runCmd(args...)
-	if code != 7 {
-		t.Fatalf("exit %d, want the command's 7\n%s%s", code, out, errOut)
-	}
-	env, err := os.ReadFile(envFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fields := strings.Fields(string(env))
-	if len(fields) != 2 || len(fields[0]) != 36 || fields[1] != "job1" {
-		t.Errorf("the command saw %q, want a lock id and job1", env)
-	}
-	if doc := lockOf(t, coll, "job1"); doc != nil {
-		t.Errorf("lock left after exec: %v", doc)
-	}
-
-	// A locked document: exec waits -timeout, then fails without running.
-	l, err := mongolock.New(coll).TryAcquire(context.Background(), bson.D{{Key: "_id", Value: "job1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	args = append(append([]string{"exec", "-filter", `{"_id": "job1"}`, "-timeout", "200ms"}, flags...), "--", "sh", "-c", "exit 0")
-	code, _, errOut = runCmd(args...)
-	if code != exitFail || !strings.Contains(errOut, "is locked with lock_id "+l.ID()) {
-		t.Errorf("exec on a locked document: exit %d\n%s", code, errOut)
-	}
-	args = append(append([]string{"exec", "-filter", `{"_id": "nope"}`}, flags...), "--", "true")
-	if code, _, errOut = runCmd(args...); code != exitFail || !strings.Contains(errOut, "no document matches") {
-		t.Errorf("exec on no document: exit %d\n%s", code, errOut)
-	}
-}
-
-func lockOf(t *testing.T, coll *mongo.Collection, id string) any {
+func lockOf(t *testing.T, coll *mongo.Collection, id any) any {
+	t.Helper()
 	var doc bson.M
 	if err := coll.FindOne(context.Background(), bson.D{{Key: "_id", Value: id}}).Decode(&doc); err != nil {
 		t.Fatal(err)
@@ -297,9 +364,15 @@ func lockOf(t *testing.T, coll *mongo.Collection, id string) any {
 // so that signals can be sent to it.
 func startCommand(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
+	return startCommandStderr(t, os.Stderr, args...)
+}
+
+// startCommandStderr is startCommand with the command's stderr going to w.
+func startCommandStderr(t *testing.T, w io.Writer, args ...string) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), childCommandEnv+"=1")
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = w
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -309,28 +382,6 @@ func startCommand(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd, bufio.NewReader(out)
-}
-
-func TestExecReleasesOnSignal(t *testing.T) {
-	coll, flags := newJobs(t, 1)
-	script := `trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done`
-	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...), "--", "sh", "-c", script)...)
-	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("child said %q, %v", line, err)
-	}
-	if lockOf(t, coll, "job1") == nil {
-		t.Fatal("document not locked while the command runs")
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != 3 {
-		t.Fatalf("exit %d (%v), want the command's 3 after it got SIGTERM", code, err)
-	}
-	if doc := lockOf(t, coll, "job1"); doc != nil {
-		t.Errorf("lock left after a signal: %v", doc)
-	}
 }
 
 func TestDevServer(t *testing.T) {
@@ -350,7 +401,7 @@ func TestDevServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// procStart is a process's start time (field 22 of /proc/PID/stat), so that
+// a reused pid is not taken for the process; "" when the process is gone or
+// a zombie.
+func procStart(pid int) string {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // after "pid (comm)"
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return ""
+	}
+	return f[19]
+}
+
+// waitGone waits until the process that started at start has ended. It
+// polls: the process is not ours to wait for.
+func waitGone(t *testing.T, pid int, start, what string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute) // a bound against hanging, not a timing claim
+	for procStart(pid) == start {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) still runs", what, pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readPID reads a line holding a pid from out.
+func readPID(t *testing.T, out *bufio.Reader) (int, string) {
+	t.Helper()
+	line, err := out.ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil {
+		t.Fatalf("the command said %q: %v %v", line, err, perr)
+	}
+	start := procStart(pid)
+	if start == "" {
+		t.Fatalf("process %d is not running", pid)
+	}
+	return pid, start
+}
+
+// TestExecCommandDiesWithExec: kill -9 of exec ends its command, which would
+// otherwise run on without the lock.
+func TestExecCommandDiesWithExec(t *testing.T) {
+	_, flags := newJobs(t, 1)
+	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...),
+		"--", "sh", "-c", `echo $$; while :; do sleep 0.05; done`)...)
+	pid, start := readPID(t, out)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitGone(t, pid, start, "the command of a killed exec")
+}
+
+// TestExecSignalsReachTheProcessGroup: a signal to exec reaches the
+// processes its command started too.
+func TestExecSignalsReachTheProcessGroup(t *testing.T) {
+	_, flags := newJobs(t, 1)
+	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...),
+		"--", "sh", "-c", `sleep 1000 & echo $!; wait`)...)
+	pid, start := readPID(t, out)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit %d, want %d for a command ended by SIGTERM", code, 128+int(syscall.SIGTERM))
+	}
+	waitGone(t, pid, start, "the command's child after SIGTERM to exec")
+}
+
+// openPTY opens a pseudo-terminal pair.
+func openPTY(t *testing.T) (ptmx, pts *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { _ = ptmx.Close() })
+	var unlock int32
+	var n uint32
+	if err := ioctl(ptmx, syscall.TIOCSPTLCK, unsafe.Pointer(&unlock)); err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	if err := ioctl(ptmx, syscall.TIOCGPTN, unsafe.Pointer(&n)); err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	return ptmx, pts
+}
+
+func ioctl(f *os.File, req uintptr, arg unsafe.Pointer) error {
+	c, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno syscall.Errno
+	if err := c.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, req, uintptr(arg))
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// screen collects what a terminal shows.
+type screen struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	more *sync.Cond
+	done bool
+}
+
+func watchScreen(r io.Reader) *screen {
+	s := &screen{}
+	s.more = sync.NewCond(&s.mu)
+	go func() {
+		b := make([]byte, 1024)
+		for {
+			n, err := r.Read(b)
+			s.mu.Lock()
+			s.buf.Write(b[:n])
+			s.done = err != nil
+			s.more.Broadcast()
+			s.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// waitFor waits until the terminal has shown text.
+func (s *screen) waitFor(t *testing.T, text string) {
+	t.Helper()
+	expired := false
+	timer := time.AfterFunc(time.Minute, func() { // a bound against hanging, not a timing claim
+		s.mu.Lock()
+		expired = true
+		s.more.Broadcast()
+		s.mu.Unlock()
+	})
+	defer timer.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !strings.Contains(s.buf.String(), text) {
+		if s.done || expired {
+			t.Fatalf("the terminal never showed %q:\n%s", text, s.buf.String())
+		}
+		s.more.Wait()
+	}
+}
+
+// TestExecOnATerminal: with stdin a terminal, the command can read it and
+// Ctrl-C reaches it; exec then takes the terminal back and releases.
+func TestExecOnATerminal(t *testing.T) {
+	ptmx, pts := openPTY(t)
+	coll, flags := newJobs(t, 1)
+	script := `trap 'echo interrupted; exit 5' INT; echo ready; read line; echo "got $line"; while :; do sleep 0.05; done`
+	cmd := exec.Command(os.Args[0], append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...), "--", "sh", "-c", script)...)
+	cmd.Env = append(os.Environ(), childCommandEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0} // the terminal is exec's
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = pts.Close()
+	waited := false
+	t.Cleanup(func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	scr := watchScreen(ptmx)
+	scr.waitFor(t, "ready")
+	if _, err := ptmx.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	// A command in a background process group would be stopped instead.
+	scr.waitFor(t, "got hello")
+	if _, err := ptmx.Write([]byte{3}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	scr.waitFor(t, "interrupted")
+	err := cmd.Wait()
+	waited = true
+	if code := cmd.ProcessState.ExitCode(); code != 5 {
+		t.Errorf("exit %d (%v), want the command's 5", code, err)
+	}
+	if doc := lockOf(t, coll, "job1"); doc != nil {
+		t.Errorf("lock left after Ctrl-C: %v", doc)
+	}
+}

@@ -1,0 +1,142 @@
+package main
+
+// helpText is a command's help: 'mongolock help CMD' and 'mongolock CMD -h'
+// print it with the command's flags and their defaults.
+type helpText struct {
+	usage    string // the arguments after the command's name
+	summary  string // one line, for the list of commands; none for hidden commands
+	about    string // what it does
+	notes    string // after the flags: environment, exit codes
+	examples string
+}
+
+var helps = map[string]helpText{
+	"demo":        demoHelp,
+	"dev-server":  devServerHelp,
+	"list":        listHelp,
+	"unlock":      unlockHelp,
+	"exec":        execHelp,
+	"check":       checkHelp,
+	"demo-worker": {usage: "[flags]"},
+}
+
+var demoHelp = helpText{
+	usage:   "[flags]",
+	summary: "run workers that lock READY jobs on the embedded server and count double processing",
+	about: `
+Starts the embedded server (FerretDB behind a one-write-at-a-time front;
+-uri uses any MongoDB instead), seeds -jobs READY jobs with random
+priorities in a new collection, and runs -workers workers, spread over
+-procs OS processes, that each lock the highest-priority READY job, work
+about -work, and publish DONE in the write that releases the lock. Shows
+progress, then jobs done, wall time, throughput, lock waits and the jobs
+processed twice, which must be 0. The collection is dropped at the end.`,
+	notes: `Exit codes: 0 every job processed exactly once; 1 failed (or a job was
+processed twice, or not at all); 2 usage error.`,
+	examples: `  mongolock demo
+  mongolock demo -jobs 1000 -workers 16 -procs 4 -work 20ms`,
+}
+
+var devServerHelp = helpText{
+	usage:   "[flags]",
+	summary: "run the embedded MongoDB-wire server (FerretDB) for local development",
+	about: `
+Runs the embedded server (FerretDB v1 with its SQLite backend, behind a
+front that applies writes one at a time) and prints its mongodb:// URI on
+stdout. Stops on Ctrl-C or SIGTERM. For development and tests only: do not
+keep data you care about in it.`,
+	notes: `Exit codes: 0 stopped cleanly; 1 failed; 2 usage error.`,
+	examples: `  mongolock dev-server
+  mongolock dev-server -listen 127.0.0.1:27018 -data ./devdata
+  mongolock dev-server -raw      # then: mongolock check -uri ... exits 3`,
+}
+
+var listHelp = helpText{
+	usage:   "[flags]",
+	summary: "list the locked documents of a collection",
+	about: `
+Lists the locked documents of the collection, oldest lock first: the _id
+as Extended JSON (paste it into -filter), the lock id, when the lock was
+taken and its age by the server's clock, and the holder's host, pid and
+lease end where its holder record names the lock. Locks taken by
+jobflow-remote (Python) have no holder record: they show "-".`,
+	notes: `Exit codes: 0 listed (also when nothing is locked); 1 failed; 2 usage error.`,
+	examples: `  mongolock list -db jobflow -collection jobs
+  mongolock list -filter '{"state": "RUNNING"}' -json`,
+}
+
+var unlockHelp = helpText{
+	usage:   "{-filter DOCUMENT | -older-than DURATION | -dead | -all} [flags]",
+	summary: "clear locks, by filter, age or dead holder",
+	about: `
+Clears locks, whoever holds them: their holders' releases then fail with
+ErrLockLost. Say which locks: -filter, -older-than and -dead select (a lock
+must pass all that are given), and -all alone takes every lock.
+
+unlock shows the locks and asks before it acts unless -yes, then clears
+exactly the locks it showed, each named by its _id, lock id and lock time:
+a lock released or taken again meanwhile is left alone. The holder record
+goes with the lock. It prints how many locks it cleared.
+
+-dead selects the locks whose holder record names this host (its host
+name) and a process id that no longer exists here (kill(pid, 0) fails with
+ESRCH). A lock without a holder record (taken by Python) is never dead, nor
+is one whose pid now belongs to another process. Do not use -dead where
+machines, or containers with separate process ids, share a host name.`,
+	notes: `Exit codes: 0 done (also when no lock matched); 1 failed, or not confirmed;
+2 usage error.`,
+	examples: `  mongolock unlock -filter '{"_id": {"$oid": "65f0c0ffee0000000000beef"}}'
+  mongolock unlock -older-than 2h -filter '{"state": "RUNNING"}'
+  mongolock unlock -dead -yes
+  mongolock unlock -all`,
+}
+
+var execHelp = helpText{
+	usage:   "-filter DOCUMENT [flags] -- command [args...]",
+	summary: "hold a lock on a document while a command runs",
+	about: `
+Locks the document that -filter picks, waiting up to -timeout for it, runs
+the command while it holds the lock, releases the lock, and exits with the
+command's exit code. Everything after -- is the command; -- is required.
+
+The lock has a lease (-lease), renewed while the command runs. If the lock
+is lost all the same (someone unlocked it), the command gets SIGTERM, and
+SIGKILL -kill-after later. SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed
+to the command; the lock is released when it ends.
+
+The command runs in a process group of its own, so that signals reach the
+processes it starts too; when stdin is the terminal, that group has the
+terminal while the command runs (Ctrl-C goes to it).
+
+` + childGuarantee,
+	notes: `Environment of the command:
+  MONGOLOCK_LOCK_ID       the lock id, as written in the document's lock_id
+  MONGOLOCK_DOCUMENT_ID   the locked document's _id: a string as it is,
+                          any other value as Extended JSON
+
+Exit codes:
+  the command's own, or 128+N when signal N ended it
+  75    the lock was not obtained within -timeout (the document stayed locked)
+  126   the command could not be run; 127: it was not found
+  1     failed: server unreachable, no document matches -filter, or the lock
+        was lost while the command ran and the command exited 0
+  2     usage error`,
+	examples: `  mongolock exec -filter '{"_id": "nightly-report"}' -- ./make-report.sh
+  mongolock exec -filter '{"_id": "backup"}' -timeout 1h -lease 2m -- sh -c 'pg_dump db > db.sql'`,
+}
+
+var checkHelp = helpText{
+	usage:   "[flags]",
+	summary: "measure whether a server applies findAndModify atomically",
+	about: `
+Measures whether the server applies writes atomically under concurrency, as
+locks need: -goroutines clients contend on one document with bare
+findAndModify, then on a concurrent $inc, for -duration each. Reports
+overlapping holders and lost updates. It works in a scratch collection that
+it drops at the end: -collection names it (it must be empty or absent);
+by default it is a new mongolock_check_<random>.`,
+	notes: `Exit codes: 0 atomic; 3 not atomic (locks on this server are not safe);
+1 failed; 2 usage error.`,
+	examples: `  mongolock check -uri mongodb://db.internal:27017
+  mongolock check -uri "$MONGODB_URI" -db scratch -collection lockcheck -duration 10s`,
+}

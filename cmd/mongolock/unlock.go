@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/mongolock/mongolock"
+)
+
+// stdin is where unlock reads its confirmation; tests replace it.
+var stdin io.Reader = os.Stdin
+
+const unlockPrompt = "unlock them? [y/N] "
+
+// unlockSelection is what unlock clears: the locks that pass every selector
+// given.
+type unlockSelection struct {
+	filter    filterFlag
+	olderThan time.Duration
+	olderSet  bool // -older-than was given, even as 0
+	dead      bool
+	all       bool
+}
+
+func runUnlock(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("unlock", stderr)
+	var c conn
+	c.register(fs)
+	var sel unlockSelection
+	fs.Var(&sel.filter, "filter", "only locks of documents matching this Extended JSON `document`")
+	fs.DurationVar(&sel.olderThan, "older-than", 0, "only locks taken longer ago than this `duration`, by the server's clock")
+	fs.BoolVar(&sel.dead, "dead", false, "only locks whose holder record names this host and a process that no longer runs")
+	fs.BoolVar(&sel.all, "all", false, "every lock of the collection (required when no other selector is given)")
+	yes := fs.Bool("yes", false, "do not ask before unlocking")
+	if ok, code := parse(fs, args); !ok {
+		return code
+	}
+	fs.Visit(func(f *flag.Flag) { sel.olderSet = sel.olderSet || f.Name == "older-than" })
+	if err := sel.check(); err != nil {
+		return usageError(stderr, fs, "%v", err)
+	}
+	var host string
+	if sel.dead {
+		var err error
+		if host, err = deadCheckHost(); err != nil {
+			return usageError(stderr, fs, "-dead: %v", err)
+		}
+	}
+	client, code := c.connectOrFail(ctx, "unlock", stderr)
+	if client == nil {
+		return code
+	}
+	defer client.Disconnect(context.Background())
+	coll := c.coll(client)
+	infos, now, err := listLocks(ctx, coll, sel.filter.doc)
+	if err != nil {
+		return fail(stderr, "unlock", err)
+	}
+	infos, err = sel.keep(infos, now, host)
+	if err != nil {
+		return fail(stderr, "unlock", err)
+	}
+	if len(infos) == 0 {
+		fmt.Fprintln(stdout, "no lock matches; nothing to do")
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "will unlock %d document(s) in %s.%s:\n", len(infos), c.db, c.collection)
+	printLocks(stdout, infos, now)
+	if !*yes && !confirm(stderr, unlockPrompt) {
+		fmt.Fprintln(stderr, "mongolock unlock: not confirmed; nothing unlocked (-yes skips the question)")
+		return exitFail
+	}
+	n, err := clearLocks(ctx, coll, infos)
+	if err != nil {
+		return fail(stderr, "unlock", fmt.Errorf("after clearing %d lock(s): %w", n, err))
+	}
+	if int(n) == len(infos) {
+		fmt.Fprintf(stdout, "unlocked %d document(s)\n", n)
+	} else {
+		fmt.Fprintf(stdout, "unlocked %d of the %d document(s) shown; the other %d were released or locked again meanwhile and were left alone\n",
+			n, len(infos), int64(len(infos))-n)
+	}
+	return exitOK
+}
+
+// check refuses a selection that would clear every lock by accident.
+func (s *unlockSelection) check() error {
+	if s.olderSet && s.olderThan <= 0 {
+		return errors.New("-older-than must be positive")
+	}
+	selective := s.filter.set || s.olderThan > 0 || s.dead
+	switch {
+	case s.all && selective:
+		return errors.New("-all clears every lock: it cannot be combined with -filter, -older-than or -dead")
+	case s.filter.set && len(s.filter.doc) == 0 && s.olderThan == 0 && !s.dead:
+		return errors.New("-filter {} matches every document; say -all to clear every lock")
+	case !s.all && !selective:
+		return errors.New("say which locks to clear: -filter, -older-than, -dead, or -all for every lock")
+	}
+	return nil
+}
+
+// keep returns the locks that pass -older-than and -dead; host is this
+// machine's name for -dead.
+func (s *unlockSelection) keep(infos []mongolock.LockInfo, now time.Time, host string) ([]mongolock.LockInfo, error) {
+	var kept []mongolock.LockInfo
+	for _, in := range infos {
+		if s.olderThan > 0 && !in.LockTime.Before(now.Add(-s.olderThan)) {
+			continue
+		}
+		if s.dead {
+			dead, err := holderIsDead(in, host)
+			if err != nil {
+				return nil, err
+			}
+			if !dead {
+				continue
+			}
+		}
+		kept = append(kept, in)
+	}
+	return kept, nil
+}
+
+// holderIsDead reports whether the lock's holder record names host and a
+// process that no longer exists. A lock without a record (a Python holder)
+// is never dead: nothing says who holds it.
+func holderIsDead(in mongolock.LockInfo, host string) (bool, error) {
+	if in.Host != host || in.PID <= 0 {
+		return false, nil
+	}
+	alive, err := processExists(in.PID)
+	if err != nil {
+		return false, fmt.Errorf("-dead: %w", err)
+	}
+	return !alive, nil
+}
+
+// deadCheckHost is this machine's name as holder records write it, refused
+// when it cannot tell machines apart.
+func deadCheckHost() (string, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("cannot read this host's name: %v", err)
+	}
+	switch strings.ToLower(host) {
+	case "", "localhost", "localhost.localdomain":
+		return "", fmt.Errorf("this host's name %q does not tell it from other machines", host)
+	}
+	if _, err := processExists(os.Getpid()); err != nil {
+		return "", err
+	}
+	return host, nil
+}
+
+// clearLocks clears exactly the given locks, each named by its document's
+// _id, lock id and lock time, with their holder records, and returns how
+// many it cleared. A lock released or taken again since it was listed no
+// longer matches and is left alone.
+func clearLocks(ctx context.Context, coll *mongo.Collection, infos []mongolock.LockInfo) (int64, error) {
+	const batch = 500
+	clear := bson.D{{Key: "$set", Value: bson.D{
+		{Key: mongolock.LockKey, Value: nil}, {Key: mongolock.LockTimeKey, Value: nil}, {Key: mongolock.HolderKey, Value: nil},
+	}}}
+	var n int64
+	for len(infos) > 0 {
+		chunk := infos[:min(batch, len(infos))]
+		infos = infos[len(chunk):]
+		res, err := coll.UpdateMany(ctx, exactLocks(chunk), clear)
+		if err != nil {
+			return n, err
+		}
+		n += res.ModifiedCount
+	}
+	return n, nil
+}
+
+// exactLocks is the filter that matches the given locks and nothing else.
+func exactLocks(infos []mongolock.LockInfo) bson.D {
+	or := make(bson.A, len(infos))
+	for i, in := range infos {
+		var at any // a lock without a time matches a null or missing one
+		if !in.LockTime.IsZero() {
+			at = bson.NewDateTimeFromTime(in.LockTime)
+		}
+		or[i] = bson.D{{Key: "_id", Value: in.DocumentID}, {Key: mongolock.LockKey, Value: in.LockID}, {Key: mongolock.LockTimeKey, Value: at}}
+	}
+	return bson.D{{Key: "$or", Value: or}}
+}
+
+func confirm(w io.Writer, prompt string) bool {
+	fmt.Fprint(w, prompt)
+	line, _ := bufio.NewReader(stdin).ReadString('\n')
+	if !strings.HasSuffix(line, "\n") { // no answer: end the question's line
+		fmt.Fprintln(w)
+	}
+	answer := strings.ToLower(strings.TrimSpace(line))
+	return answer == "y" || answer == "yes"
+}
