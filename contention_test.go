@@ -111,7 +111,7 @@ func TestContentionProcesses(t *testing.T) {
 	}
 	coll := newColl(t)
 	insert(t, coll, bson.D{{Key: "_id", Value: "shared"}, {Key: "counter", Value: 0}, {Key: "inside", Value: 0}})
-	procs, workers, rounds := 4, 8, stress(5, 320) // long: 10 240 acquisitions
+	procs, workers, rounds := 4, 8, stress(5, 3125) // long: 100 000 acquisitions
 	var tl tally
 	results := runChildren(t, "contend", procs, coll, workers, rounds)
 	for _, r := range results {

@@ -2,6 +2,7 @@ package mongolock
 
 import (
 	"os"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -23,11 +24,12 @@ type holder struct {
 	expires time.Time // zero without a declared lease
 }
 
-// thisProcess names the process in the holder records it writes.
-var thisProcess = func() (host string, pid int) {
+// thisProcess names the process in the holder records it writes; it is
+// read once.
+var thisProcess = sync.OnceValues(func() (host string, pid int) {
 	host, _ = os.Hostname()
 	return host, os.Getpid()
-}
+})
 
 // holderRecord is the record an acquisition writes: its lock id, this
 // process, and with a lease the time it runs out.

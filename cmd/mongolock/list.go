@@ -11,7 +11,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
 )
@@ -55,57 +54,8 @@ func listLocks(ctx context.Context, coll *mongo.Collection, filter bson.D) ([]mo
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	if err := readHolders(ctx, coll, infos); err != nil {
-		return nil, time.Time{}, err
-	}
 	now, err := serverTime(ctx, coll.Database().Client())
 	return infos, now, err
-}
-
-// readHolders fills Host, PID and Expires from the holder records where
-// ListLocked left them empty: the library's ListLocked does not yet read the
-// record it describes. A record counts only when it names the document's
-// current lock id.
-func readHolders(ctx context.Context, coll *mongo.Collection, infos []mongolock.LockInfo) error {
-	missing := map[string]int{} // by _id and lock id
-	var ids bson.A
-	for i, in := range infos {
-		if in.Host == "" && in.PID == 0 && in.Expires.IsZero() {
-			missing[idJSON(in.DocumentID)+"\x00"+in.LockID] = i
-			ids = append(ids, in.DocumentID)
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	proj := bson.D{{Key: mongolock.LockKey, Value: 1}, {Key: mongolock.HolderKey, Value: 1}}
-	cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, options.Find().SetProjection(proj))
-	if err != nil {
-		return fmt.Errorf("reading holder records: %w", err)
-	}
-	defer cur.Close(context.WithoutCancel(ctx))
-	for cur.Next(ctx) {
-		var doc struct {
-			ID     any    `bson:"_id"`
-			LockID string `bson:"lock_id"`
-			Holder *struct {
-				LockID  string    `bson:"lock_id"`
-				Host    string    `bson:"host"`
-				PID     int64     `bson:"pid"`
-				Expires time.Time `bson:"expires"`
-			} `bson:"lock_holder"`
-		}
-		if cur.Decode(&doc) != nil || doc.Holder == nil || doc.Holder.LockID != doc.LockID {
-			continue // not a record of this lock, or not one this command can read
-		}
-		if i, ok := missing[idJSON(doc.ID)+"\x00"+doc.LockID]; ok {
-			infos[i].Host, infos[i].PID, infos[i].Expires = doc.Holder.Host, int(doc.Holder.PID), doc.Holder.Expires
-		}
-	}
-	if err := cur.Err(); err != nil {
-		return fmt.Errorf("reading holder records: %w", err)
-	}
-	return nil
 }
 
 // printLocks prints a table of locks. _IDs are Extended JSON, ready to paste
