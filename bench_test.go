@@ -156,37 +156,37 @@ func BenchmarkDoUpdateOnRelease(b *testing.B) {
 	})
 }
 
-// BenchmarkQueue: W workers drain READY documents, highest priority first,
-// publishing DONE on release; the bare loop does the same round trips. Each
-// op is one job; jobs are seeded in batches of queueBatch (untimed), so that
-// the cost of an op does not grow with b.N on a server that scans.
+// BenchmarkQueue: 8 workers drain READY jobs, highest priority first,
+// publishing DONE on release, from a collection of docs documents; the bare
+// loop does the same round trips. Each op is one job. When a round has
+// drained as many jobs as the collection holds, every job is made READY
+// again (untimed), so that the collection keeps its size while the cost of
+// a job is measured against it.
 func BenchmarkQueue(b *testing.B) {
-	const queueBatch = 100
-	for _, workers := range []int{1, 8} {
-		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+	const workers = 8
+	for _, size := range []int{200, 2000, 20000} {
+		b.Run(fmt.Sprintf("docs=%d", size), func(b *testing.B) {
 			ctx := context.Background()
 			libColl, bareColl := benchColl(b), benchColl(b)
+			seedQueue(b, libColl, size)
+			seedQueue(b, bareColl, size)
 			sort := bson.D{{Key: "priority", Value: -1}}
 			ready := bson.D{{Key: "state", Value: "READY"}}
 			lk := mongolock.New(libColl, mongolock.WithSort(sort))
 			done := bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "DONE"}}}}
+			var left atomic.Int64 // jobs this round still has to take
 			libDrain := func() error {
-				for {
+				for left.Add(-1) >= 0 {
 					err := lk.Do(ctx, ready, func(ctx context.Context, l *mongolock.Lock) error { return l.SetUpdateOnRelease(done) })
-					if errors.Is(err, mongolock.ErrNotFound) {
-						return nil
-					}
 					if err != nil {
 						return err
 					}
 				}
+				return nil
 			}
 			bareDrain := func() error {
-				for {
+				for left.Add(-1) >= 0 {
 					doc, err := bareQueueLock(ctx, bareColl, ready, sort)
-					if errors.Is(err, mongo.ErrNoDocuments) {
-						return nil
-					}
 					if err != nil {
 						return err
 					}
@@ -194,17 +194,23 @@ func BenchmarkQueue(b *testing.B) {
 						return err
 					}
 				}
+				return nil
 			}
 			var lib, bare cost
 			b.ResetTimer()
-			for next := 0; next < b.N; next += queueBatch {
-				n := min(queueBatch, b.N-next)
+			for next := 0; next < b.N; next += size {
+				n := min(size, b.N-next)
 				for _, side := range []struct {
 					coll  *mongo.Collection
 					c     *cost
 					drain func() error
 				}{{bareColl, &bare, bareDrain}, {libColl, &lib, libDrain}} {
-					seedQueue(b, side.coll, next, n)
+					b.StopTimer()
+					if _, err := side.coll.UpdateMany(ctx, bson.D{}, bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "READY"}}}}); err != nil {
+						b.Fatal(err)
+					}
+					left.Store(int64(n))
+					b.StartTimer()
 					side.c.begin()
 					if err := parallel(workers, side.drain); err != nil {
 						b.Fatal(err)
@@ -217,18 +223,16 @@ func BenchmarkQueue(b *testing.B) {
 	}
 }
 
-// seedQueue replaces the documents of coll by n READY jobs numbered from
-// first.
-func seedQueue(b *testing.B, coll *mongo.Collection, first, n int) {
-	ctx := context.Background()
-	if _, err := coll.DeleteMany(ctx, bson.D{}); err != nil {
-		b.Fatal(err)
+// seedQueue fills coll with n READY jobs of priorities 0 to 9.
+func seedQueue(b *testing.B, coll *mongo.Collection, n int) {
+	const batch = 1000
+	for first := 0; first < n; first += batch {
+		docs := make([]any, min(batch, n-first))
+		for i := range docs {
+			docs[i] = bson.D{{Key: "_id", Value: first + i}, {Key: "state", Value: "READY"}, {Key: "priority", Value: (first + i) % 10}}
+		}
+		insert(b, coll, docs...)
 	}
-	docs := make([]any, n)
-	for i := range docs {
-		docs[i] = bson.D{{Key: "_id", Value: first + i}, {Key: "state", Value: "READY"}, {Key: "priority", Value: i % 10}}
-	}
-	insert(b, coll, docs...)
 }
 
 // bareQueueLock locks the first READY document with no one on it; when every
