@@ -352,6 +352,9 @@ func runChild(role string) int {
 		}
 		fmt.Printf("self=%d\n", lat.self.Load())
 	default:
+		if f, ok := childRoles[role]; ok {
+			return f(ctx, coll, workers, rounds)
+		}
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		return 2
 	}

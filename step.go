@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Retry is the policy of Step and Work: how failures of a step are counted in
@@ -225,4 +229,186 @@ func (lk *Locker) stepRelease(ctx context.Context, s *stepRequest, l *Lock, fnEr
 	}
 	u, err := withBookkeeping(user, bookkeeping(s.policy, o, attempts, now, msg))
 	return releaseAction{update: u}, o, err
+}
+
+// Work runs workers goroutines that call Step on filter until no document
+// matches filter at all (none due, waiting for a retry, or locked), and then
+// returns nil. While documents match but none is both due and unlocked, a
+// worker sleeps until the earliest not-before time, or for the poll interval
+// (WithPollInterval, jittered) when nothing waits for one, and is woken at
+// once when this Locker releases a lock. A worker whose fn met another lock
+// (an error matching ErrLocked) backs off as Acquire's waiters do.
+//
+// Failures of fn are the documents' business (Step records them); Work
+// returns early only with ctx's error, or with the first error that is not a
+// step's failure (a server that cannot be reached, a filter it refuses, a
+// GiveUp update that is not valid). A lock found lost on release is not such
+// an error: the document is someone else's now. A panic in fn releases its
+// document unchanged, stops the other workers, and goes on in Work's caller.
+// fn's success update and GiveUp must take a document out of filter, or Work
+// runs it again. workers < 1 or a nil fn return ErrInvalidOption.
+func (lk *Locker) Work(ctx context.Context, workers int, filter any, fn func(ctx context.Context, l *Lock) error, opts ...Option) error {
+	if workers < 1 {
+		return invalid("Work: %d workers", workers)
+	}
+	if fn == nil {
+		return invalid("Work: nil fn")
+	}
+	s, err := lk.newStep(filter, opts)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		first    error
+		panicked bool
+		panicVal any
+	)
+	for range workers {
+		wg.Go(func() {
+			defer func() {
+				if p := recover(); p != nil {
+					mu.Lock()
+					if !panicked {
+						panicked, panicVal = true, p
+					}
+					mu.Unlock()
+					cancel()
+				}
+			}()
+			if err := lk.work(ctx, s, fn); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if panicked {
+		panic(panicVal)
+	}
+	return first
+}
+
+// work is one worker of Work.
+func (lk *Locker) work(ctx context.Context, s *stepRequest, fn func(context.Context, *Lock) error) error {
+	var z sleeper
+	defer z.stop()
+	poll := s.r.cfg.pollInterval
+	misses := 0 // consecutive steps whose fn met another lock
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		me := lk.waiters.join(s.r.filter) // before the attempt, so no release is missed
+		l, now, err := lk.stepAttempt(ctx, s)
+		if err == nil {
+			lk.waiters.leave(me)
+			fnErr, err := lk.runStep(ctx, s, l, fn)
+			if err != nil && !errors.Is(err, ErrLockLost) {
+				return err
+			}
+			if fnErr == nil || !errors.Is(fnErr, ErrLocked) {
+				misses = 0
+				continue
+			}
+			me = lk.waiters.join(s.r.filter)
+			err = z.sleep(ctx, backoff(misses, poll), me.wake)
+			lk.waiters.leave(me)
+			misses++
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLocked) {
+			lk.waiters.leave(me)
+			return err
+		}
+		d, more, err := lk.untilDue(ctx, s, now, errors.Is(err, ErrLocked))
+		if err != nil || !more {
+			if err == nil {
+				lk.waiters.wakeAll(me) // the others find the queue empty too
+			}
+			lk.waiters.leave(me)
+			return err
+		}
+		err = z.sleep(ctx, d, me.wake)
+		lk.waiters.leave(me)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// untilDue says how long an idle worker sleeps after an attempt at the
+// server time now found nothing to take: until the earliest not-before time
+// among the matches, or a jittered poll interval if that is sooner or there
+// is none. more is false when nothing matches the filter at all; locked says
+// the attempt found due matches, all locked.
+func (lk *Locker) untilDue(ctx context.Context, s *stepRequest, now time.Time, locked bool) (d time.Duration, more bool, err error) {
+	poll := s.r.cfg.pollInterval
+	d = poll/2 + rand.N(poll/2+1)
+	nb := s.policy.NotBeforeField
+	o := options.FindOne().SetSort(bson.D{{Key: nb, Value: 1}}).SetProjection(bson.D{{Key: nb, Value: 1}})
+	if c := s.r.find.Collation; c != nil {
+		o.SetCollation(c)
+	}
+	doc, err := lk.primary.FindOne(ctx, waitingFilter(s.r.filter, nb, now), o).Raw()
+	switch {
+	case err == nil:
+		if t, ok := lookup(doc, nb).DateTimeOK(); ok {
+			d = min(d, max(time.UnixMilli(t).Sub(now), time.Millisecond))
+		}
+		return d, true, nil
+	case !errors.Is(err, mongo.ErrNoDocuments):
+		return 0, false, ioError(ctx, "reading the next not-before time", err)
+	case locked:
+		return d, true, nil
+	}
+	// Nothing waits and nothing was due at now: does anything match at all
+	// (a document someone else changed meanwhile)? Then try again soon.
+	o = options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})
+	if c := s.r.find.Collation; c != nil {
+		o.SetCollation(c)
+	}
+	err = lk.primary.FindOne(ctx, s.r.filter, o).Err()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, ioError(ctx, "reading the queue", err)
+	}
+	return min(d, firstBackoff), true, nil
+}
+
+// sleeper waits with one reused timer.
+type sleeper struct{ t *time.Timer }
+
+// sleep waits for d, a wake, or the end of ctx (then it returns ctx's error).
+func (z *sleeper) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	if z.t == nil {
+		z.t = time.NewTimer(d)
+	} else {
+		z.t.Reset(d)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-z.t.C:
+	case <-wake:
+	}
+	return nil
+}
+
+func (z *sleeper) stop() {
+	if z.t != nil {
+		z.t.Stop()
+	}
 }

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
 )
@@ -396,7 +399,7 @@ func TestStepProjection(t *testing.T) {
 	}
 }
 
-// Bad input to Step is refused before anything is sent.
+// Bad input to Step and Work is refused before anything is sent.
 func TestStepWorkInvalid(t *testing.T) {
 	ctx := testCtx(t)
 	coll, sent := monitored(t, newColl(t))
@@ -409,9 +412,12 @@ func TestStepWorkInvalid(t *testing.T) {
 		call func() error
 	}{
 		{"Step nil fn", func() error { return lk.Step(ctx, ready, nil) }},
+		{"Work nil fn", func() error { return lk.Work(ctx, 2, ready, nil) }},
+		{"Work no workers", func() error { return lk.Work(ctx, 0, ready, ok) }},
+		{"Work negative workers", func() error { return lk.Work(ctx, -3, ready, ok) }},
 		{"negative MaxAttempts", func() error { return lk.Step(ctx, ready, ok, mongolock.WithRetry(mongolock.Retry{MaxAttempts: -1})) }},
 		{"negative delay", func() error {
-			return lk.Step(ctx, ready, ok, mongolock.WithRetry(mongolock.Retry{Delays: []time.Duration{time.Second, -1}}))
+			return lk.Work(ctx, 1, ready, ok, mongolock.WithRetry(mongolock.Retry{Delays: []time.Duration{time.Second, -1}}))
 		}},
 		{"negative delay on New", func() error {
 			return mongolock.New(coll, mongolock.WithRetry(mongolock.Retry{Delays: []time.Duration{-time.Second}})).Step(ctx, ready, ok)
@@ -422,8 +428,9 @@ func TestStepWorkInvalid(t *testing.T) {
 		{"field on the lock", func() error {
 			return lk.Step(ctx, ready, ok, mongolock.WithRetry(mongolock.Retry{AttemptsField: mongolock.LockTimeKey}))
 		}},
-		{"bad filter", func() error { return lk.Step(ctx, "READY", ok) }},
-		{"nil collection", func() error { return mongolock.New(nil).Step(ctx, ready, ok) }},
+		{"bad filter", func() error { return lk.Work(ctx, 1, "READY", ok) }},
+		{"nil collection", func() error { return mongolock.New(nil).Work(ctx, 1, ready, ok) }},
+		{"negative poll", func() error { return lk.Work(ctx, 1, ready, ok, mongolock.WithPollInterval(-time.Second)) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -435,4 +442,41 @@ func TestStepWorkInvalid(t *testing.T) {
 	if n := sent.Load(); n != 0 {
 		t.Errorf("%d commands were sent for bad input", n)
 	}
+}
+
+// A GiveUp that returns no valid update leaves the document as it was and
+// stops Work: it is a bug, not a document's failure.
+func TestStepBadGiveUp(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	insert(t, coll, bson.D{{Key: "_id", Value: 1}, {Key: "state", Value: "READY"}})
+	bad := mongolock.WithRetry(mongolock.Retry{GiveUp: func(bson.Raw, error) any {
+		return bson.D{{Key: "$set", Value: bson.D{{Key: mongolock.LockKey, Value: "mine"}}}}
+	}})
+	lk := mongolock.New(coll, bad)
+	err := lk.Work(ctx, 2, ready, func(ctx context.Context, l *mongolock.Lock) error { return mongolock.Permanent(errBoom) })
+	if !errors.Is(err, mongolock.ErrInvalidOption) {
+		t.Errorf("Work returned %v, want ErrInvalidOption", err)
+	}
+	if got, want := fields(rawDoc(t, coll, 1), "state", "remote", mongolock.LockKey), "state=READY remote=<missing> lock_id=<nil>"; got != want {
+		t.Errorf("a bad GiveUp changed the document: %s", got)
+	}
+}
+
+// countCommands returns coll seen through a client that counts the
+// findAndModify commands it sends.
+func countFindAndModify(t *testing.T, coll *mongo.Collection) (*mongo.Collection, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	mon := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "findAndModify" {
+			n.Add(1)
+		}
+	}}
+	c, err := mongo.Connect(options.Client().ApplyURI(uri).SetMonitor(mon))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	return c.Database(coll.Database().Name()).Collection(coll.Name()), &n
 }
