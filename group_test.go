@@ -284,7 +284,7 @@ func TestDoAllWaitRunsOut(t *testing.T) {
 		{"max wait", func() (context.Context, context.CancelFunc) { return ctx, func() {} },
 			[]mongolock.Option{mongolock.WithMaxWait(150 * time.Millisecond), mongolock.WithPollInterval(20 * time.Millisecond)}},
 		{"single attempt", func() (context.Context, context.CancelFunc) { return ctx, func() {} }, []mongolock.Option{mongolock.WithMaxWait(0)}},
-		{"ctx deadline", func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 150*time.Millisecond) }, nil},
+		{"ctx deadline", func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, time.Second) }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cctx, cancel := tc.ctx()
@@ -555,7 +555,7 @@ func checkCrossed(t *testing.T, as, bs *mongo.Collection, spans map[int][][2]int
 
 func TestDoAllOppositeOrders(t *testing.T) {
 	as, bs := seedCrossed(t)
-	const workers, rounds = 8, 10
+	const workers, rounds = 8, 6
 	var spans spanLog
 	if err := crossed(testCtx(t), as, bs, workers, rounds, &spans); err != nil {
 		t.Fatal(err)

@@ -183,7 +183,10 @@ func checkWorkQueue(t *testing.T, coll *mongo.Collection, steps map[int]int, spa
 }
 
 func TestWorkQueue(t *testing.T) {
-	ctx := testCtx(t)
+	// Hundreds of steps, one write at a time on a server that scans: more
+	// than testCtx's minute on a slow machine under -race.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	coll := newColl(t)
 	const jobs, workers = 200, 6
 	seedWorkQueue(t, coll, jobs)
