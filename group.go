@@ -80,8 +80,9 @@ func DoAll(ctx context.Context, fn func(ctx context.Context, g *Group) error, op
 		g := newGroup(ctx)
 		fnErr := g.run(fn)
 		if fnErr == nil {
+			err := g.releaseAll(ctx, true)
 			g.leave()
-			return g.releaseAll(ctx, true)
+			return err
 		}
 		relErr := g.releaseAll(ctx, false)
 		if ctxErr := endedBy(ctx, fnErr); ctxErr != nil && lastLocked != nil && relErr == nil {
@@ -196,10 +197,14 @@ func (g *Group) add(l *Lock, every time.Duration) bool {
 
 // block records a call that met another holder, and joins its Locker's
 // waiters at once, so that a release from now on wakes the group's wait.
+// Once fn has returned, nothing joins: no one would leave.
 func (g *Group) block(lk *Locker, r *request, lockID string) {
-	w := lk.waiters.join(r.filter)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.done {
+		return
+	}
+	w := lk.waiters.join(r.filter)
 	g.blocked = append(g.blocked, blocked{lk: lk, r: r, w: w, lockID: lockID})
 }
 
@@ -305,22 +310,22 @@ func onlyLost(err error) bool {
 	return errors.Is(err, ErrLockLost)
 }
 
-// stillBlocked drops the wakes that the group's own releases gave its
-// waiters, then reads whether the document that made fn give up is still
-// held by the same holder: if it is not, fn runs again at once. A release
-// after that read wakes the wait, so none is missed.
+// stillBlocked takes the group's waiters to the back of their queues, which
+// passes on the wakes the group's own releases gave them (to a waiter for
+// a document the group just freed), then reads whether the document that
+// made fn give up is still held by the same holder: if it is not, fn runs
+// again at once. A release after that read wakes the wait, so none is
+// missed.
 func (g *Group) stillBlocked(ctx context.Context) bool {
 	g.mu.Lock()
+	for i, b := range g.blocked {
+		b.lk.waiters.leave(b.w)
+		g.blocked[i].w = b.lk.waiters.join(b.r.filter)
+	}
 	bs := append([]blocked(nil), g.blocked...)
 	g.mu.Unlock()
 	if len(bs) == 0 {
 		return true // fn's own ErrLocked: nothing to read
-	}
-	for _, b := range bs {
-		select {
-		case <-b.w.wake:
-		default:
-		}
 	}
 	b := bs[len(bs)-1]
 	doc, err := b.lk.holder(ctx, b.r)
