@@ -350,6 +350,9 @@ func runChild(role string) int {
 		}
 		fmt.Printf("acquired=%d\ncpu=%d\ncommands=%d\n", st.acquired.Load(), st.cpu.Nanoseconds(), st.commands)
 	default:
+		if f, ok := childRoles[role]; ok {
+			return f(ctx, coll, workers, rounds)
+		}
 		fmt.Fprintln(os.Stderr, "unknown role", role)
 		return 2
 	}

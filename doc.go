@@ -43,4 +43,18 @@
 // The collection's write concern is the lock's durability: on a replica set
 // use majority. Reads of lock state go to the primary whatever the
 // collection's read preference.
+//
+// # Runner steps and lock groups
+//
+// Locker.Step is jobflow-remote's lock_job_for_update: it locks the next due
+// document (its remote.retry_time_limit not after the server's time),
+// runs fn, and writes the outcome in the releasing write: fn's update and
+// the bookkeeping reset on success; remote.step_attempts + 1, a retry time
+// and remote.error on failure; REMOTE_ERROR when the attempts run out
+// (WithRetry, Permanent). Locker.Work runs workers that call Step until no
+// document matches. DoAll locks several documents (a job, its flow, its
+// descendants) all or nothing: Group.Lock makes one attempt, and a group
+// that meets a lock releases everything before it waits, so groups cannot
+// deadlock whatever their order. example_test.go has both as runnable
+// examples.
 package mongolock

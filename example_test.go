@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
 )
@@ -169,4 +170,136 @@ func ExampleJobLockedErrorFromDoc() {
 	})
 	fmt.Println(mongolock.JobLockedErrorFromDoc(doc, "Try again later."))
 	// Output: Job with db_id 42 is locked with lock_id worker-1 since 2024-05-01T12:30:00 UTC. Try again later.
+}
+
+// A runner step as jobflow-remote's runner takes it: lock the next due job
+// (skipping locked ones and those waiting for a retry), work, and publish
+// the outcome in the write that releases the lock. A failed step is counted
+// in remote.step_attempts and the job is not due again before
+// remote.retry_time_limit (30s later, by default: 30s, 5m, 20m, then
+// REMOTE_ERROR).
+func ExampleLocker_Step() {
+	ctx := context.Background()
+	jobs := exampleCollection(
+		bson.D{{Key: "_id", Value: "a"}, {Key: "state", Value: "CHECKED_OUT"}, {Key: "priority", Value: 5}},
+		bson.D{{Key: "_id", Value: "b"}, {Key: "state", Value: "CHECKED_OUT"}, {Key: "priority", Value: 1}},
+	)
+	lk := mongolock.New(jobs, mongolock.WithSort(bson.D{{Key: "priority", Value: -1}}))
+	upload := func(ctx context.Context, l *mongolock.Lock) error {
+		if l.Document().Lookup("_id").StringValue() == "a" {
+			return errors.New("upload failed: connection reset")
+		}
+		return l.SetUpdateOnRelease(bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "UPLOADED"}}}})
+	}
+	checkedOut := bson.D{{Key: "state", Value: "CHECKED_OUT"}}
+	for {
+		err := lk.Step(ctx, checkedOut, upload)
+		if errors.Is(err, mongolock.ErrNotFound) {
+			fmt.Println("nothing due")
+			break
+		}
+		fmt.Println("step:", err)
+	}
+	for _, id := range []string{"a", "b"} {
+		var job struct {
+			State  string
+			Remote struct {
+				StepAttempts int       `bson:"step_attempts"`
+				Error        string    `bson:"error"`
+				RetryAt      time.Time `bson:"retry_time_limit"`
+			}
+		}
+		_ = jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&job)
+		fmt.Printf("%s: %s, step_attempts %d, error %q, retry later: %v\n", id, job.State, job.Remote.StepAttempts, job.Remote.Error, !job.Remote.RetryAt.IsZero())
+	}
+	// Output:
+	// step: upload failed: connection reset
+	// step: <nil>
+	// nothing due
+	// a: CHECKED_OUT, step_attempts 1, error "upload failed: connection reset", retry later: true
+	// b: UPLOADED, step_attempts 0, error "", retry later: false
+}
+
+// Workers drain a queue: a step that keeps failing is retried after each
+// pause and given up into REMOTE_ERROR; Permanent gives up at once. Work
+// returns when no job matches the filter any more.
+func ExampleLocker_Work() {
+	ctx := context.Background()
+	jobs := exampleCollection(
+		bson.D{{Key: "_id", Value: 1}, {Key: "state", Value: "READY"}},
+		bson.D{{Key: "_id", Value: 2}, {Key: "state", Value: "READY"}, {Key: "input", Value: "broken"}},
+		bson.D{{Key: "_id", Value: 3}, {Key: "state", Value: "READY"}, {Key: "flaky", Value: true}},
+		bson.D{{Key: "_id", Value: 4}, {Key: "state", Value: "READY"}, {Key: "input", Value: "missing"}},
+	)
+	lk := mongolock.New(jobs, mongolock.WithRetry(mongolock.Retry{
+		MaxAttempts: 2,
+		Delays:      []time.Duration{10 * time.Millisecond, 20 * time.Millisecond},
+	}))
+	err := lk.Work(ctx, 3, bson.D{{Key: "state", Value: "READY"}}, func(ctx context.Context, l *mongolock.Lock) error {
+		doc := l.Document()
+		switch input, _ := doc.Lookup("input").StringValueOK(); {
+		case input == "broken":
+			return errors.New("the input is broken")
+		case input == "missing":
+			return mongolock.Permanent(errors.New("no input"))
+		}
+		flaky, _ := doc.Lookup("flaky").BooleanOK()
+		if n, _ := doc.Lookup("remote", "step_attempts").AsInt64OK(); flaky && n == 0 {
+			return errors.New("try again")
+		}
+		return l.SetUpdateOnRelease(bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "DONE"}}}})
+	})
+	fmt.Println("Work:", err)
+	cur, _ := jobs.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	for cur.Next(ctx) {
+		var job struct {
+			ID     int `bson:"_id"`
+			State  string
+			Remote struct {
+				StepAttempts int    `bson:"step_attempts"`
+				Error        string `bson:"error"`
+			}
+		}
+		_ = cur.Decode(&job)
+		fmt.Printf("job %d: %s, step_attempts %d, error %q\n", job.ID, job.State, job.Remote.StepAttempts, job.Remote.Error)
+	}
+	// Output:
+	// Work: <nil>
+	// job 1: DONE, step_attempts 0, error ""
+	// job 2: REMOTE_ERROR, step_attempts 3, error "the input is broken"
+	// job 3: DONE, step_attempts 0, error ""
+	// job 4: REMOTE_ERROR, step_attempts 1, error "no input"
+}
+
+// A job and its flow updated together: both locked, or neither; both
+// updates published in the writes that release the locks, the flow first
+// and the job last. A locked flow makes DoAll release the job and wait.
+func ExampleDoAll() {
+	ctx := context.Background()
+	jobs := exampleCollection(bson.D{{Key: "db_id", Value: "7"}, {Key: "uuid", Value: "u7"}, {Key: "state", Value: "COMPLETED"}})
+	flows := exampleCollection(bson.D{{Key: "uuid", Value: "f1"}, {Key: "jobs", Value: bson.A{"u7"}}, {Key: "state", Value: "RUNNING"}})
+	jobsLk, flowsLk := mongolock.New(jobs), mongolock.New(flows)
+
+	err := mongolock.DoAll(ctx, func(ctx context.Context, g *mongolock.Group) error {
+		job, err := g.Lock(ctx, jobsLk, bson.D{{Key: "db_id", Value: "7"}})
+		if err != nil {
+			return err // a locked job: DoAll waits and runs this again
+		}
+		flow, err := g.Lock(ctx, flowsLk, bson.D{{Key: "jobs", Value: job.Document().Lookup("uuid").StringValue()}})
+		if err != nil {
+			return err // a locked flow: the job is released too
+		}
+		if err := job.SetUpdateOnRelease(bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "READY"}}}}); err != nil {
+			return err
+		}
+		return flow.SetUpdateOnRelease(bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "READY"}}}})
+	}, mongolock.WithMaxWait(time.Minute))
+	fmt.Println("DoAll:", err)
+	var job, flow struct{ State string }
+	_ = jobs.FindOne(ctx, bson.D{{Key: "db_id", Value: "7"}}).Decode(&job)
+	_ = flows.FindOne(ctx, bson.D{{Key: "uuid", Value: "f1"}}).Decode(&flow)
+	fmt.Println("job", job.State, "flow", flow.State)
+	// Output:
+	// DoAll: <nil>
+	// job READY flow READY
 }

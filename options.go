@@ -54,6 +54,7 @@ type config struct {
 	fencingField   string // "" when fencing is off
 	observer       Observer
 	logger         *slog.Logger
+	retry          Retry // Step and Work's policy (step.go); zero fields take the defaults
 }
 
 func defaultConfig() config {

@@ -26,15 +26,19 @@ var demoHelp = helpText{
 	about: `
 Starts the embedded server (FerretDB behind a one-write-at-a-time front;
 -uri uses any MongoDB instead), seeds -jobs READY jobs with random
-priorities in a new collection, and runs -workers workers, spread over
--procs OS processes, that each lock the highest-priority READY job, work
-about -work, and publish DONE in the write that releases the lock. Shows
-progress, then jobs done, wall time, throughput, lock waits and the jobs
-processed twice, which must be 0. The collection is dropped at the end.`,
-	notes: `Exit codes: 0 every job processed exactly once; 1 failed (or a job was
-processed twice, or not at all); 2 usage error.`,
+priorities in a new collection (with the index a queue wants on MongoDB),
+and runs -workers workers with Work, spread over -procs OS processes: each
+step locks the highest-priority due READY job, works about -work, and
+publishes DONE in the write that releases the lock. With -fail, that share
+of steps fail: a failed job is retried after a back-off (2x and 4x -work)
+and given up into REMOTE_ERROR at its third failure. Shows progress, then
+jobs done, given up, retried, wall time, throughput, lock waits and the
+jobs processed twice, which must be 0. The collection is dropped at the
+end.`,
+	notes: `Exit codes: 0 every job done or given up, none processed twice; 1 failed
+(or a job was processed twice, or left unfinished); 2 usage error.`,
 	examples: `  mongolock demo
-  mongolock demo -jobs 1000 -workers 16 -procs 4 -work 20ms`,
+  mongolock demo -jobs 1000 -workers 16 -procs 4 -work 20ms -fail 0.2`,
 }
 
 var devServerHelp = helpText{
