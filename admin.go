@@ -30,7 +30,7 @@ func (lk *Locker) Unlock(ctx context.Context, filter any) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	res, err := lk.coll.UpdateMany(ctx, lockedFilter(r.filter, r.fields), clearUpdate(nil, r.fields))
+	res, err := lk.coll.UpdateMany(ctx, lockedFilter(r.filter, r.fields), unlockUpdate(r.fields))
 	if err != nil {
 		return 0, ioError(ctx, "unlocking", err)
 	}

@@ -413,3 +413,68 @@ func TestFaultReleaseGivesUp(t *testing.T) {
 	}
 	unlocked(t, f.direct, "job")
 }
+
+// Workers that share a custom lock id: the recovery of one's lost acquire
+// finds its own lock, never a sibling's.
+func TestFaultAcquireSharedLockID(t *testing.T) {
+	for _, flt := range faults {
+		t.Run(flt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			f := newFaulty(t)
+			insert(t, f.direct, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "_id", Value: 2}})
+			shared := mongolock.WithLockID("runner")
+			sibling, err := mongolock.New(f.direct, shared).TryAcquire(ctx, bson.D{{Key: "_id", Value: 2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var l *mongolock.Lock
+			f.hit(t, flt, "findAndModify", func() { l, err = mongolock.New(f.coll, shared).TryAcquire(ctx, bson.D{{Key: "_id", Value: 1}}) })
+			if flt.name == "cut request" {
+				networkError(t, "acquire with its request cut", err)
+				unlocked(t, f.direct, 1)
+			} else {
+				if err != nil || l.Document().Lookup("_id").Int32() != 1 {
+					t.Fatalf("recovered %v, %v; want the lock on document 1", l, err)
+				}
+				if err := l.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := sibling.Release(ctx); err != nil {
+				t.Fatalf("the sibling's lock was touched: %v", err)
+			}
+		})
+	}
+}
+
+// An administrator unlocks the document between a release whose request was
+// cut and its next copy: the release cannot have been applied, and says so
+// instead of reporting the update as published.
+func TestFaultReleaseThenUnlocked(t *testing.T) {
+	ctx := testCtx(t)
+	f := newFaulty(t)
+	job := jobDoc(t, f.direct)
+	l, err := mongolock.New(f.coll).TryAcquire(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.proxy.CutRequest("update", 1)
+	unlocked := make(chan error, 1)
+	go func() { // as soon as the first copy is cut, before the library sends the next
+		for f.proxy.Armed("update") != 0 {
+			time.Sleep(time.Millisecond)
+		}
+		_, err := mongolock.New(f.direct).Unlock(ctx, job)
+		unlocked <- err
+	}()
+	err = l.ReleaseWithUpdate(ctx, bson.M{"$set": bson.M{"state": "DONE"}})
+	if err := <-unlocked; err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, mongolock.ErrLockLost) {
+		t.Fatalf("release: %v; want ErrLockLost, the update was never applied", err)
+	}
+	if get(t, f.direct, "job")["state"] != "READY" {
+		t.Fatal("the update was applied after all")
+	}
+}

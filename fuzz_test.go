@@ -64,7 +64,7 @@ func FuzzOperatorUpdate(f *testing.F) {
 				}
 			}
 		}
-		merged, err := bson.Marshal(acquireUpdate(u, fenced, "L", holderRecord("L", time.Time{})))
+		merged, err := bson.Marshal(acquireUpdate(u, fenced, "L", holderRecord("L", "N", time.Time{})))
 		if err != nil {
 			t.Fatalf("merged update does not marshal: %v", err)
 		}

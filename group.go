@@ -204,7 +204,7 @@ func (g *Group) block(lk *Locker, r *request, lockID string) {
 	if g.done {
 		return
 	}
-	w := lk.waiters.join("group\x00" + r.waitKey())
+	w := lk.waiters.watch("group\x00" + r.waitKey())
 	g.blocked = append(g.blocked, blocked{lk: lk, r: r, w: w, lockID: lockID})
 }
 
@@ -320,7 +320,7 @@ func (g *Group) stillBlocked(ctx context.Context) bool {
 	g.mu.Lock()
 	for i, b := range g.blocked {
 		b.lk.waiters.leave(b.w)
-		g.blocked[i].w = b.lk.waiters.join("group\x00" + b.r.waitKey())
+		g.blocked[i].w = b.lk.waiters.watch("group\x00" + b.r.waitKey())
 	}
 	bs := append([]blocked(nil), g.blocked...)
 	g.mu.Unlock()

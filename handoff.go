@@ -32,12 +32,13 @@ const localStreak = 3
 const foreignMemory = 2 * time.Second
 
 type waitGroup struct {
-	key     string
-	queue   []*waiter // arrival order; queue[0] is the poller
-	wakes   int       // releases handed to the group and not yet tried
-	streak  int       // releases handed over in a row
-	foreign time.Time // when another process last held what the group waits for
-	holder  *LockedDocumentError
+	key       string
+	broadcast bool      // see watch
+	queue     []*waiter // arrival order; queue[0] is the poller
+	wakes     int       // releases handed to the group and not yet tried
+	streak    int       // releases handed over in a row
+	foreign   time.Time // when another process last held what the group waits for
+	holder    *LockedDocumentError
 }
 
 type waiter struct {
@@ -48,7 +49,15 @@ type waiter struct {
 
 // join adds a waiter at the end of key's group. The first waiter of a group
 // is its poller.
-func (q *waitQueue) join(key string) *waiter {
+func (q *waitQueue) join(key string) *waiter { return q.add(key, false) }
+
+// watch adds a waiter to key's group of watchers, who poll on their own
+// schedule (Work's workers, DoAll's waits) and want to hear of every
+// release: a release signals all of them, and none is signalled when
+// another leaves.
+func (q *waitQueue) watch(key string) *waiter { return q.add(key, true) }
+
+func (q *waitQueue) add(key string, broadcast bool) *waiter {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.groups == nil {
@@ -56,7 +65,7 @@ func (q *waitQueue) join(key string) *waiter {
 	}
 	g := q.groups[key]
 	if g == nil {
-		g = &waitGroup{key: key}
+		g = &waitGroup{key: key, broadcast: broadcast}
 		q.groups[key] = g
 	}
 	w := &waiter{group: g, wake: make(chan struct{}, 1)}
@@ -83,7 +92,7 @@ func (q *waitQueue) leave(w *waiter) {
 		return
 	}
 	g.wakes = min(g.wakes, len(g.queue))
-	if wasPoller {
+	if wasPoller && !g.broadcast {
 		signal(g.queue[0])
 	}
 }
@@ -136,6 +145,12 @@ func (q *waitQueue) released() {
 	defer q.mu.Unlock()
 	now := time.Now()
 	for _, g := range q.groups {
+		if g.broadcast {
+			for _, w := range g.queue {
+				signal(w)
+			}
+			continue
+		}
 		if g.contended(now) && g.streak >= localStreak {
 			g.streak = 0 // this one is for whoever asks first
 			continue

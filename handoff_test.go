@@ -143,3 +143,30 @@ func TestWaitQueueStreak(t *testing.T) {
 	}
 	q.leave(w)
 }
+
+// Watchers (Work's workers, DoAll's waits) hear of every release, and one
+// leaving does not wake the others: they poll on their own schedule.
+func TestWaitQueueWatchers(t *testing.T) {
+	var q waitQueue
+	w1, w2 := q.watch("s"), q.watch("s")
+	p := q.join("a")
+	q.released()
+	if !signalled(w1) || !signalled(w2) || !signalled(p) {
+		t.Fatal("a release signals every watcher, and the poller of every other group")
+	}
+	q.leave(w1)
+	if signalled(w2) {
+		t.Fatal("a watcher that leaves signals the others")
+	}
+	for i := range 2 * localStreak {
+		q.released()
+		if !signalled(w2) {
+			t.Fatalf("release %d: watchers have no streak", i)
+		}
+	}
+	q.leave(w2)
+	q.leave(p)
+	if len(q.groups) != 0 {
+		t.Errorf("groups left: %v", q.groups)
+	}
+}

@@ -193,10 +193,11 @@ func (l *Lock) releaseOnce(ctx context.Context, a releaseAction) (int64, error) 
 
 // afterLostReply decides, when a release finds the lock gone after an
 // earlier copy's reply was lost, whether that copy freed it: the document
-// was deleted (for a delete), or its lock fields and holder record are
-// cleared as only a release or Unlock of this library clears them. A lock
-// now held by someone else, or cleared by a Python unlock, means the lock
-// was lost, and the release may or may not have been applied before.
+// was deleted (for a delete), or its lock fields are cleared and its holder
+// record set to null, as only a holder's release does (Unlock removes the
+// record, a Python unlock leaves it), while no one could have taken it over
+// (its lease, if any, has not run out). Anything else means the lock was
+// lost, and the release may or may not have been applied before.
 func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error) error {
 	l.done = true
 	doc, err := l.locker.primary.FindOne(ctx, bson.D{{Key: "_id", Value: l.id.docID}},
@@ -206,7 +207,12 @@ func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error)
 		return fmt.Errorf("%w: releasing %s: the reply of an earlier release was lost (%w) and the lock is gone; "+
 			"whether that release was applied is unknown: %w", ErrLockLost, l.id.lockID, cause, ioError(ctx, "reading the document", err))
 	}
-	cleared := !gone && isFree(doc, l.fields) && lookup(doc, HolderKey).Type != bson.TypeEmbeddedDocument
+	cleared := !gone && isFree(doc, l.fields) && lookup(doc, HolderKey).Type == bson.TypeNull
+	if cleared && !l.expires.IsZero() {
+		// A take-over and the new holder's release look the same.
+		now, err := l.locker.clock.Now(ctx)
+		cleared = err == nil && now.Before(l.expires)
+	}
 	if (a.delete && gone) || (!a.delete && cleared) {
 		l.released()
 		return nil

@@ -3,6 +3,7 @@ package mongolock_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -591,4 +592,43 @@ func TestUnlockAndListLocked(t *testing.T) {
 	if infos, _ := lk.ListLocked(ctx, nil); len(infos) != 0 {
 		t.Errorf("after Unlock: %v", infos)
 	}
+}
+
+// A wait of no time, or one that ends while others wait before it, still
+// makes its one try: it takes a document that came free.
+func TestMaxWaitZeroBehindWaiters(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	job := jobDoc(t, coll)
+	lk := mongolock.New(coll, mongolock.WithPollInterval(time.Hour))
+	holder, err := mongolock.New(coll).TryAcquire(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tries atomic.Int64
+	waiting := make(chan error, 1)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { // the poller, which backs off for long
+		_, err := lk.Acquire(wctx, job, mongolock.WithObserver(countContended{&tries}))
+		waiting <- err
+	}()
+	for tries.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := holder.Release(ctx); err != nil { // through another Locker: no hand-off
+		t.Fatal(err)
+	}
+	l, err := lk.Acquire(ctx, job, mongolock.WithMaxWait(0))
+	if err != nil {
+		t.Fatalf("WithMaxWait(0) behind a waiter: %v; want the free document", err)
+	}
+	if _, err := lk.Acquire(ctx, job, mongolock.WithMaxWait(0)); !errors.Is(err, mongolock.ErrLocked) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WithMaxWait(0) on a held document: %v; want the holder and the deadline", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	<-waiting
 }

@@ -150,10 +150,11 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 		}
 		expires = now.Add(r.cfg.lease)
 	}
-	update := acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, expires))
+	nonce := newUUID()
+	a := &acquisition{lockID: lockID, nonce: nonce, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
 	var holder bson.Raw
 	for range holderRetries {
-		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock), update, lockID)
+		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock), a)
 		if !errors.Is(err, mongo.ErrNoDocuments) {
 			return l, err
 		}
@@ -170,7 +171,7 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 			return nil, ErrNotFound
 		}
 		if !isFree(holder, r.fields) {
-			if l, err := lk.takeOver(ctx, r, update, lockID); l != nil || err != nil {
+			if l, err := lk.takeOver(ctx, r, a); l != nil || err != nil {
 				return l, err
 			}
 			break
@@ -189,7 +190,7 @@ const takeoverCandidates = 8
 // MongoLock) is never stale. The write names the expired holder exactly, so
 // a holder that refreshes in time keeps its lock. It returns nil, nil when
 // there is nothing to take over.
-func (lk *Locker) takeOver(ctx context.Context, r *request, update bson.D, lockID string) (*Lock, error) {
+func (lk *Locker) takeOver(ctx context.Context, r *request, a *acquisition) (*Lock, error) {
 	now, err := lk.clock.Now(ctx)
 	if err != nil {
 		return nil, err
@@ -216,7 +217,7 @@ func (lk *Locker) takeOver(ctx context.Context, r *request, update bson.D, lockI
 		if !ok || h.expires.IsZero() || h.expires.After(now) {
 			continue // a record left behind by someone else, or no lease
 		}
-		l, err := lk.take(ctx, r, takeoverFilter(r.filter, r.fields, doc, h), update, lockID)
+		l, err := lk.take(ctx, r, takeoverFilter(r.filter, r.fields, doc, h), a)
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			continue // refreshed, released or taken in between
 		}
@@ -234,14 +235,14 @@ func (lk *Locker) takeOver(ctx context.Context, r *request, update bson.D, lockI
 // and the caller's error returned. When the reply never comes, the lock is
 // looked for by its lock id: found, it is the caller's as if the reply had
 // arrived.
-func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.D, lockID string) (*Lock, error) {
+func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisition) (*Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mongolock: acquiring: %w", err)
 	}
 	wctx, stop := detached(ctx)
 	defer stop()
 	sent := time.Now()
-	doc, err := lk.coll.FindOneAndUpdate(wctx, filter, update, r.findOpts...).Raw()
+	doc, err := lk.coll.FindOneAndUpdate(wctx, filter, a.update, r.findOpts...).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, update bson.
 		if !unknownOutcome(wctx, err) {
 			return nil, ioError(ctx, "acquiring", err)
 		}
-		if doc, err = lk.recoverLock(wctx, r, lockID, sent, err); doc == nil {
+		if doc, err = lk.recoverLock(wctx, r, a, err); doc == nil {
 			return nil, ioError(ctx, "acquiring", err)
 		}
 	}
@@ -312,69 +313,53 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 	return doc, nil
 }
 
+// acquisition is one attempt's identity and its acquiring update: the lock
+// id, and a nonce written into the holder record that names this attempt
+// alone, even when the lock id is a custom one that others share.
+type acquisition struct {
+	lockID, nonce string
+	update        bson.D
+}
+
 // recoverLock runs after an acquiring write whose reply never came: the
-// server may have applied it. It looks for the lock by its lock id alone,
-// not by the caller's filter, which the acquiring update may have moved the
-// document out of. It returns the locked document when the write was
-// applied; nil and cause when it was not; nil and an error saying so when
-// the server could not be asked within cleanupTimeout. A lease (or
-// `mongolock unlock -dead`) is what bounds a lock left then.
-func (lk *Locker) recoverLock(ctx context.Context, r *request, lockID string, sent time.Time, cause error) (bson.Raw, error) {
+// server may have applied it. It looks for the lock by the attempt's lock
+// id and nonce alone, not by the caller's filter, which the acquiring update
+// may have moved the document out of. It returns the locked document when
+// the write was applied; nil and cause when it was not; nil and an error
+// saying so when the server could not be asked within cleanupTimeout. A
+// lease (or `mongolock unlock -dead`) is what bounds a lock left then.
+func (lk *Locker) recoverLock(ctx context.Context, r *request, a *acquisition, cause error) (bson.Raw, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	o := options.FindOne()
 	if r.projection != nil {
 		o.SetProjection(r.projection)
 	}
+	mine := bson.D{{Key: r.fields.lock, Value: a.lockID}, {Key: HolderKey + ".nonce", Value: a.nonce}}
 	var err error
 	for attempt := 0; ; attempt++ {
-		var mine bson.D
-		if mine, err = lk.mine(ctx, r, lockID, sent); err == nil {
-			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-			var doc bson.Raw
-			doc, err = lk.primary.FindOne(actx, mine, o).Raw()
-			acancel()
-			if errors.Is(err, mongo.ErrNoDocuments) {
-				if r.cfg.logger != nil {
-					lk.debug(r.cfg.logger, "acquire not applied", "lock_id", lockID, "cause", cause)
-				}
-				return nil, cause
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		var doc bson.Raw
+		doc, err = lk.primary.FindOne(actx, mine, o).Raw()
+		acancel()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			if r.cfg.logger != nil {
+				lk.debug(r.cfg.logger, "acquire not applied", "lock_id", a.lockID, "cause", cause)
 			}
-			if err == nil {
-				if r.cfg.logger != nil {
-					lk.debug(r.cfg.logger, "acquire recovered after a lost reply", "lock_id", lockID, "cause", cause)
-				}
-				return doc, nil
+			return nil, cause
+		}
+		if err == nil {
+			if r.cfg.logger != nil {
+				lk.debug(r.cfg.logger, "acquire recovered after a lost reply", "lock_id", a.lockID, "cause", cause)
 			}
+			return doc, nil
 		}
 		if !sleep(ctx, backoff(attempt, time.Second)) {
 			break
 		}
 	}
 	return nil, fmt.Errorf("%w; whether the server took the lock is unknown (looking for lock_id %s: %w): "+
-		"a lock left behind is cleared by its lease, or by an administrator", cause, lockID, err)
-}
-
-// mine matches the lock an acquisition with lockID may have taken. A
-// generated id names that acquisition alone; a custom one is narrowed to
-// locks this process took since the write was sent.
-func (lk *Locker) mine(ctx context.Context, r *request, lockID string, sent time.Time) (bson.D, error) {
-	mine := bson.D{{Key: r.fields.lock, Value: lockID}}
-	if r.cfg.lockID == "" {
-		return mine, nil
-	}
-	now, err := lk.clock.Now(ctx)
-	if err != nil {
-		return nil, err
-	}
-	since := now.Add(-time.Since(sent) - time.Second) // margin for the clock estimate
-	host, pid := thisProcess()
-	return append(mine,
-		bson.E{Key: r.fields.time, Value: bson.D{{Key: "$gte", Value: bson.NewDateTimeFromTime(since)}}},
-		bson.E{Key: HolderKey + ".lock_id", Value: lockID},
-		bson.E{Key: HolderKey + ".host", Value: host},
-		bson.E{Key: HolderKey + ".pid", Value: int64(pid)},
-	), nil
+		"a lock left behind is cleared by its lease, or by an administrator", cause, a.lockID, err)
 }
 
 // sleep waits d, or until ctx ends; it reports whether ctx is still live.

@@ -377,6 +377,16 @@ func heldFilter(id identity, f fieldSet) bson.D {
 	return filter
 }
 
+// unlockUpdate clears the lock fields for an administrator (Unlock) and
+// removes the holder record, where a holder's own release sets it to null:
+// a holder whose release reply was lost can tell the two apart.
+func unlockUpdate(f fieldSet) bson.D {
+	return bson.D{
+		{Key: "$set", Value: bson.D{{Key: f.lock, Value: nil}, {Key: f.time, Value: nil}}},
+		{Key: "$unset", Value: bson.D{{Key: HolderKey, Value: ""}}},
+	}
+}
+
 // refreshUpdate renews lock_time to t, a time the client chose (the server's
 // time by its estimate), so that a refresh whose reply is lost leaves a lock
 // time the Lock knows; with a lease it also moves the holder's expiry.

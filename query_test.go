@@ -85,7 +85,7 @@ func TestTakeoverFilters(t *testing.T) {
 
 func TestHolderOf(t *testing.T) {
 	exp := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	rec := holderRecord("L", exp)
+	rec := holderRecord("L", "N", exp)
 	cases := []struct {
 		name string
 		doc  bson.D

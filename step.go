@@ -306,7 +306,7 @@ func (lk *Locker) work(ctx context.Context, s *stepRequest, fn func(context.Cont
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		me := lk.waiters.join("step\x00" + s.r.waitKey()) // before the attempt, so no release is missed
+		me := lk.waiters.watch("step\x00" + s.r.waitKey()) // before the attempt, so no release is missed
 		l, now, err := lk.stepAttempt(ctx, s)
 		if err == nil {
 			lk.waiters.leave(me)
@@ -318,7 +318,7 @@ func (lk *Locker) work(ctx context.Context, s *stepRequest, fn func(context.Cont
 				misses = 0
 				continue
 			}
-			me = lk.waiters.join("step\x00" + s.r.waitKey())
+			me = lk.waiters.watch("step\x00" + s.r.waitKey())
 			err = z.sleep(ctx, backoff(misses, poll), me.wake)
 			lk.waiters.leave(me)
 			misses++

@@ -3,6 +3,7 @@ package mongolock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -51,6 +52,7 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 	var (
 		polls  int       // failed tries since this waiter became the poller
 		looked time.Time // when this waiter last read the holder
+		tried  bool      // this waiter has made a try
 		next   = tryNow  // a newcomer tries at once, unless others wait before it
 	)
 	if !lk.waiters.isPoller(w) {
@@ -60,6 +62,7 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 		if next != waitOn && next != pollNow {
 			look := looked.IsZero() || next == handed || time.Since(looked) >= lookEvery
 			l, err := lk.attempt(ctx, r, look)
+			tried = true
 			lk.observeAttempt(r, l, err, time.Since(start))
 			var locked *LockedDocumentError
 			switch {
@@ -89,6 +92,10 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 			polls = 0 // just promoted: start the back-off afresh
 		}
 		left := time.Until(deadline)
+		if left <= 0 && !tried {
+			next = tryNow // a wait that ends makes its one try, behind the others or not
+			continue
+		}
 		if left <= 0 {
 			return nil, lk.gaveUp(ctx, r, w, context.DeadlineExceeded, start)
 		}
@@ -138,7 +145,7 @@ func isForeign(doc []byte, f fieldSet) bool {
 
 // gaveUp is the error of a wait that ran out or was cancelled. It names the
 // holder the group last read; a waiter whose group has read none yet reads
-// it once.
+// it once, and reports ErrNotFound if nothing matches.
 func (lk *Locker) gaveUp(ctx context.Context, r *request, w *waiter, ctxErr error, start time.Time) error {
 	waited := time.Since(start)
 	if o := r.cfg.observer; o != nil {
@@ -147,8 +154,16 @@ func (lk *Locker) gaveUp(ctx context.Context, r *request, w *waiter, ctxErr erro
 	locked := lk.waiters.lastHolder(w)
 	if locked == nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
-		doc, _ := lk.holder(rctx, r)
+		doc, err := lk.holder(rctx, r)
 		cancel()
+		switch {
+		case err != nil:
+			return fmt.Errorf("mongolock: acquiring: %w; reading the lock holder: %w", ctxErr, err)
+		case doc == nil:
+			return fmt.Errorf("%w (%w)", ErrNotFound, ctxErr)
+		case isFree(doc, r.fields):
+			return fmt.Errorf("mongolock: acquiring: %w before the document came free", ctxErr)
+		}
 		locked = lockedErrorFromDoc(doc, r.fields.lock, r.fields.time)
 	}
 	return &waitError{locked: locked, ctxErr: ctxErr, waited: waited}
@@ -165,14 +180,19 @@ func backoff(attempt int, limit time.Duration) time.Duration {
 }
 
 // waitKey names what a request waits for: waiters with the same key are one
-// group of the Locker's waitQueue.
+// group of the Locker's waitQueue, and share the holder their poller read
+// (so WithLockedDocument, which changes what that read returns, is part of
+// the key).
 func (r *request) waitKey() string {
-	flags := []byte{'-', '-'}
+	flags := []byte{'-', '-', '-'}
 	if r.cfg.breakLock {
 		flags[0] = 'b'
 	}
 	if r.cfg.lease > 0 {
 		flags[1] = 'l'
+	}
+	if r.cfg.lockedDocument {
+		flags[2] = 'd'
 	}
 	return string(r.filter) + "\x00" + r.fields.lock + "\x00" + r.fields.time + "\x00" + r.fields.seq + "\x00" + string(flags)
 }

@@ -166,12 +166,15 @@ func deadCheckHost() (string, error) {
 // clearLocks clears exactly the given locks, each named by its document's
 // _id, lock id and lock time, with their holder records, and returns how
 // many it cleared. A lock released or taken again since it was listed no
-// longer matches and is left alone.
+// longer matches and is left alone. The holder record is removed, not set
+// to null as a holder's own release does, so that a holder whose release
+// reply was lost does not take this for its release.
 func clearLocks(ctx context.Context, coll *mongo.Collection, infos []mongolock.LockInfo) (int64, error) {
 	const batch = 500
-	clear := bson.D{{Key: "$set", Value: bson.D{
-		{Key: mongolock.LockKey, Value: nil}, {Key: mongolock.LockTimeKey, Value: nil}, {Key: mongolock.HolderKey, Value: nil},
-	}}}
+	clear := bson.D{
+		{Key: "$set", Value: bson.D{{Key: mongolock.LockKey, Value: nil}, {Key: mongolock.LockTimeKey, Value: nil}}},
+		{Key: "$unset", Value: bson.D{{Key: mongolock.HolderKey, Value: ""}}},
+	}
 	var n int64
 	for len(infos) > 0 {
 		chunk := infos[:min(batch, len(infos))]
