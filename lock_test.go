@@ -3,6 +3,7 @@ package mongolock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -631,4 +632,44 @@ func TestMaxWaitZeroBehindWaiters(t *testing.T) {
 	}
 	stop()
 	<-waiting
+}
+
+// Waiters behind a holder learn that nothing matches any more: at the
+// try that a release through their Locker hands them when the holder
+// deletes the document, and, when another client deletes it, at the poller's
+// next look; every waiter of the group then returns ErrNotFound.
+func TestWaitersSeeNotFound(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		t.Run(fmt.Sprintf("deleted by another client=%v", remote), func(t *testing.T) {
+			ctx := testCtx(t)
+			coll := newColl(t)
+			job := jobDoc(t, coll)
+			var tries atomic.Int64
+			lk := mongolock.New(coll, mongolock.WithPollInterval(20*time.Millisecond), mongolock.WithObserver(countContended{&tries}))
+			holder, err := lk.TryAcquire(ctx, job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const waiters = 4
+			errc := make(chan error, waiters)
+			for range waiters {
+				go func() { _, err := lk.Acquire(ctx, job); errc <- err }()
+			}
+			for tries.Load() < 3 { // the poller has tried, and waits
+				time.Sleep(time.Millisecond)
+			}
+			if remote {
+				if _, err := coll.DeleteOne(ctx, job); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := holder.ReleaseAndDelete(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for range waiters {
+				if err := <-errc; !errors.Is(err, mongolock.ErrNotFound) || errors.Is(err, mongolock.ErrLocked) {
+					t.Errorf("waiter: %v, want ErrNotFound", err)
+				}
+			}
+		})
+	}
 }
