@@ -58,9 +58,11 @@ func (lk *Locker) Do(ctx context.Context, filter any, fn func(ctx context.Contex
 	return err
 }
 
-// keepAlive refreshes the lock every interval until stop is called; when a
-// refresh finds the lock lost it cancels ctx with cause ErrLockLost. Other
-// refresh errors are retried at the next tick. A zero interval does nothing.
+// keepAlive refreshes the lock every interval until stop is called, even
+// after ctx ends: fn may still be running, and its lease must not run out
+// under it. When a refresh finds the lock lost it cancels ctx with cause
+// ErrLockLost. Other refresh errors are retried at the next tick. A zero
+// interval does nothing.
 func (l *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, every time.Duration) (stop func()) {
 	if every <= 0 {
 		return func() {}
@@ -75,11 +77,9 @@ func (l *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, ev
 			select {
 			case <-quit:
 				return
-			case <-ctx.Done():
-				return
 			case <-t.C:
 			}
-			err := l.Refresh(ctx)
+			err := l.Refresh(context.WithoutCancel(ctx))
 			if errors.Is(err, ErrLockLost) {
 				cancel(err)
 				return

@@ -378,3 +378,25 @@ func (c countContended) Contended(string)                              { c.n.Add
 func (c countContended) GaveUp(string, time.Duration)                  {}
 func (c countContended) Released(string, time.Duration)                {}
 func (c countContended) Lost(string, time.Duration)                    {}
+
+// A caller that gives up while fn still runs does not let the lease run out
+// under fn: the keep-alive goes on until fn returns.
+func TestKeepAliveOutlivesCancel(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	job := jobDoc(t, coll)
+	const ttl = 300 * time.Millisecond
+	dctx, cancel := context.WithCancel(ctx)
+	err := mongolock.New(coll, mongolock.WithLease(ttl)).Do(dctx, job, func(context.Context, *mongolock.Lock) error {
+		cancel() // fn goes on without looking at its context
+		for end := time.Now().Add(3 * ttl); time.Now().Before(end); time.Sleep(ttl / 5) {
+			if _, err := mongolock.New(coll).TryAcquire(ctx, job); !errors.Is(err, mongolock.ErrLocked) {
+				return fmt.Errorf("the lease ran out while fn ran: %v", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
