@@ -154,13 +154,30 @@ func (g *Group) Lock(ctx context.Context, lk *Locker, filter any, opts ...Option
 	if g.finished() {
 		return nil, errGroupDone
 	}
-	l, err := lk.attempt(ctx, r, true)
-	lk.observeAttempt(r, l, err, 0)
+	// The attempt leaves the group's own documents out, so that it can
+	// neither break (WithBreakLock) nor take over (an expired lease) a lock
+	// of the group's; they come back below as the group's own.
+	try := r
+	if ids := g.heldIn(lk, r); len(ids) > 0 {
+		narrowed := *r
+		if narrowed.filter, err = bson.Marshal(and(r.filter, bson.D{{Key: "_id", Value: bson.D{{Key: "$nin", Value: ids}}}})); err != nil {
+			return nil, invalid("filter: %v", err)
+		}
+		try = &narrowed
+	}
+	l, err := lk.attempt(ctx, try, true)
+	lk.observeAttempt(try, l, err, 0)
 	var locked *LockedDocumentError
-	if errors.As(err, &locked) {
+	if errors.As(err, &locked) || (errors.Is(err, ErrNotFound) && try != r) {
+		if locked == nil {
+			locked = &LockedDocumentError{}
+		}
 		own, ownErr := g.own(ctx, lk, r, locked)
 		if own != nil || ownErr != nil {
 			return own, ownErr
+		}
+		if errors.Is(err, ErrNotFound) {
+			return nil, err
 		}
 		g.block(lk, r, locked.LockID)
 		return nil, err
@@ -251,6 +268,20 @@ func (g *Group) own(ctx context.Context, lk *Locker, r *request, locked *LockedD
 	}
 	id, _ := lookup(doc, r.fields.lock).StringValueOK()
 	return ownLock(mine, doc.Lookup("_id"), id), nil
+}
+
+// heldIn returns the _ids of the documents the group holds in lk's
+// collection under r's lock field.
+func (g *Group) heldIn(lk *Locker, r *request) bson.A {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ids bson.A
+	for _, l := range g.locks {
+		if sameCollection(l.locker, lk) && l.fields.lock == r.fields.lock {
+			ids = append(ids, l.id.docID)
+		}
+	}
+	return ids
 }
 
 // ownLock is the lock among mine on document docID under lockID, if any.

@@ -178,6 +178,11 @@ func TestGroupOwnDocuments(t *testing.T) {
 		if err != nil || again != first {
 			return fmt.Errorf("the same document again: %v, %v; want the group's lock", again, err)
 		}
+		// Breaking locks never breaks the group's own.
+		broken, err := g.Lock(ctx, other, bson.D{{Key: "_id", Value: 1}}, mongolock.WithBreakLock())
+		if err != nil || broken != first {
+			return fmt.Errorf("the same document with WithBreakLock: %v, %v; want the group's lock", broken, err)
+		}
 		// Both children of u1: u2 is taken, then u4; then the group holds
 		// every match, and the holder lookup names the first, u2.
 		var kids []*mongolock.Lock
