@@ -13,5 +13,7 @@ func childAttr() *syscall.SysProcAttr {
 // dies.
 const childGuarantee = `If exec itself dies, even by SIGKILL, the kernel sends SIGKILL to the
 command (Linux's parent-death signal), so it never runs on without the
-lock. Processes the command started in the background are not covered:
-have it wait for them (or end with exec in a shell script).`
+lock. The kernel does not pass that on: processes the command started
+(a shell script's commands, in the foreground or not) are not covered
+when exec dies by SIGKILL. Run the program itself, or end the script with
+"exec program", so that the command is the process doing the work.`
