@@ -32,11 +32,15 @@ var thisProcess = sync.OnceValues(func() (host string, pid int) {
 })
 
 // holderRecord is the record an acquisition writes: its lock id, this
-// process, a nonce that names this acquisition alone (a custom lock id may
-// be shared), and with a lease the time it runs out.
+// process, a nonce that names this acquisition alone when the lock id is a
+// custom one that others may share ("" for none), and with a lease the time
+// it runs out.
 func holderRecord(lockID, nonce string, expires time.Time) bson.D {
 	host, pid := thisProcess()
-	rec := bson.D{{Key: "lock_id", Value: lockID}, {Key: "host", Value: host}, {Key: "pid", Value: int64(pid)}, {Key: "nonce", Value: nonce}}
+	rec := bson.D{{Key: "lock_id", Value: lockID}, {Key: "host", Value: host}, {Key: "pid", Value: int64(pid)}}
+	if nonce != "" {
+		rec = append(rec, bson.E{Key: "nonce", Value: nonce})
+	}
 	if !expires.IsZero() {
 		rec = append(rec, bson.E{Key: "expires", Value: bson.NewDateTimeFromTime(expires)})
 	}

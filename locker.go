@@ -138,9 +138,11 @@ func (lk *Locker) TryAcquire(ctx context.Context, filter any, opts ...Option) (*
 // by whom) from "no match", and a look for a holder whose declared lease ran
 // out. Without look, a try that takes nothing returns errStillLocked.
 func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, error) {
-	lockID := r.cfg.lockID
+	lockID, nonce := r.cfg.lockID, ""
 	if lockID == "" {
-		lockID = newUUID()
+		lockID = newUUID() // names this attempt alone
+	} else {
+		nonce = newUUID() // a custom lock id may be shared
 	}
 	var expires time.Time
 	if r.cfg.lease > 0 {
@@ -150,7 +152,6 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 		}
 		expires = now.Add(r.cfg.lease)
 	}
-	nonce := newUUID()
 	a := &acquisition{lockID: lockID, nonce: nonce, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
 	var holder bson.Raw
 	for range holderRetries {
@@ -314,8 +315,8 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 }
 
 // acquisition is one attempt's identity and its acquiring update: the lock
-// id, and a nonce written into the holder record that names this attempt
-// alone, even when the lock id is a custom one that others share.
+// id and, with a custom lock id that others may share, a nonce written into
+// the holder record that names this attempt alone.
 type acquisition struct {
 	lockID, nonce string
 	update        bson.D
@@ -335,7 +336,10 @@ func (lk *Locker) recoverLock(ctx context.Context, r *request, a *acquisition, c
 	if r.projection != nil {
 		o.SetProjection(r.projection)
 	}
-	mine := bson.D{{Key: r.fields.lock, Value: a.lockID}, {Key: HolderKey + ".nonce", Value: a.nonce}}
+	mine := bson.D{{Key: r.fields.lock, Value: a.lockID}}
+	if a.nonce != "" {
+		mine = append(mine, bson.E{Key: HolderKey + ".nonce", Value: a.nonce})
+	}
 	var err error
 	for attempt := 0; ; attempt++ {
 		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
