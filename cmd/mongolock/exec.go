@@ -149,8 +149,11 @@ func holdAndRun(ctx context.Context, f *execFlags, coll *mongo.Collection, argv 
 func runHeld(ctx, lockCtx context.Context, l *mongolock.Lock, argv []string, killAfter time.Duration, stdout, stderr io.Writer) (int, error) {
 	var docID any
 	_ = l.Document().Lookup("_id").Unmarshal(&docID)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), envLockID+"="+l.ID(), envDocumentID+"="+idEnv(docID))
+	cmd, err := childCommand(argv)
+	if err != nil {
+		return exitFail, startFailure(argv[0], err)
+	}
+	cmd.Env = append(cmd.Environ(), envLockID+"="+l.ID(), envDocumentID+"="+idEnv(docID))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
 	cmd.WaitDelay = time.Second // a background grandchild holding our pipes does not hold exec
 

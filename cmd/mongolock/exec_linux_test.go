@@ -74,6 +74,24 @@ func TestExecCommandDiesWithExec(t *testing.T) {
 	waitGone(t, pid, start, "the command of a killed exec")
 }
 
+// TestExecScriptDiesWithExec: kill -9 of exec ends what its command
+// started too, in the foreground or not: a script's own commands would
+// otherwise run on without the lock, since the kernel's parent-death signal
+// reaches only the process exec started.
+func TestExecScriptDiesWithExec(t *testing.T) {
+	_, flags := newJobs(t, 1)
+	script := `sh -c 'echo $$; while :; do sleep 0.05; done' & sh -c 'echo $$; while :; do sleep 0.05; done'`
+	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...), "--", "sh", "-c", script)...)
+	pid1, start1 := readPID(t, out)
+	pid2, start2 := readPID(t, out)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitGone(t, pid1, start1, "a command the script ran")
+	waitGone(t, pid2, start2, "a command the script ran")
+}
+
 // TestExecSignalsReachTheProcessGroup: a signal to exec reaches the
 // processes its command started too.
 func TestExecSignalsReachTheProcessGroup(t *testing.T) {

@@ -18,6 +18,7 @@ var helps = map[string]helpText{
 	"exec":        execHelp,
 	"check":       checkHelp,
 	"demo-worker": {usage: "[flags]"},
+	"exec-guard":  {usage: "-- command [args]"},
 }
 
 var demoHelp = helpText{

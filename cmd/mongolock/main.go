@@ -45,6 +45,7 @@ func commands() []command {
 		{"exec", runExec},
 		{"check", runCheck},
 		{"demo-worker", runDemoWorker}, // the demo's other processes
+		{"exec-guard", runExecGuard},   // exec's guard of its command (Linux)
 	}
 }
 
