@@ -21,6 +21,11 @@ func startChild(cmd *exec.Cmd) (<-chan error, error) {
 	return done, nil
 }
 
+// resumed is empty: this system has no job control signals.
+var resumed []os.Signal
+
+func resumeChild(*exec.Cmd) {}
+
 // signalChild passes sig to the command; where the system cannot, it kills it.
 func signalChild(cmd *exec.Cmd, sig os.Signal) {
 	if cmd.Process.Signal(sig) != nil {

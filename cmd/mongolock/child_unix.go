@@ -46,6 +46,20 @@ func startChild(cmd *exec.Cmd) (<-chan error, error) {
 	return done, nil
 }
 
+// resumed are the signals after which exec resumes its command: SIGCONT,
+// when exec itself was stopped (Ctrl-Z) and is continued (fg).
+var resumed = []os.Signal{syscall.SIGCONT}
+
+// resumeChild continues the command's process group after exec was
+// continued, and hands it the terminal back when exec has it (a shell's fg
+// gives the terminal to exec's group).
+func resumeChild(cmd *exec.Cmd) {
+	if tty, fg := foregroundTerminal(); fg {
+		giveTerminal(tty, cmd.Process.Pid)
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
+}
+
 // signalChild sends sig to the command's process group.
 func signalChild(cmd *exec.Cmd, sig os.Signal) {
 	s, ok := sig.(syscall.Signal)

@@ -160,6 +160,11 @@ func runHeld(ctx, lockCtx context.Context, l *mongolock.Lock, argv []string, kil
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
 	defer signal.Stop(sigs)
+	conts := make(chan os.Signal, 1)
+	if len(resumed) > 0 {
+		signal.Notify(conts, resumed...)
+		defer signal.Stop(conts)
+	}
 	if ctx.Err() != nil { // interrupted just as the lock was taken: run nothing
 		return exitFail, ctx.Err()
 	}
@@ -173,6 +178,8 @@ func runHeld(ctx, lockCtx context.Context, l *mongolock.Lock, argv []string, kil
 		select {
 		case s := <-sigs:
 			signalChild(cmd, s)
+		case <-conts:
+			resumeChild(cmd)
 		case <-lost:
 			lost = nil
 			fmt.Fprintf(stderr, "mongolock exec: %v; stopping %s (SIGTERM, SIGKILL after %v)\n", context.Cause(lockCtx), argv[0], killAfter)

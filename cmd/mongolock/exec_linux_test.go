@@ -177,6 +177,16 @@ func watchScreen(r io.Reader) *screen {
 	return s
 }
 
+// shows reports whether the terminal has shown text.
+func (s *screen) shows(text string) bool { return strings.Contains(s.text(), text) }
+
+// text is what the terminal has shown.
+func (s *screen) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
 // waitFor waits until the terminal has shown text.
 func (s *screen) waitFor(t *testing.T, text string) {
 	t.Helper()
@@ -238,4 +248,69 @@ func TestExecOnATerminal(t *testing.T) {
 	if doc := lockOf(t, coll, "job1"); doc != nil {
 		t.Errorf("lock left after Ctrl-C: %v", doc)
 	}
+}
+
+// procState is the state letter of a process ("T" when stopped), or "".
+func procState(pid int) string {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// TestExecCtrlZ: in an interactive shell, Ctrl-Z stops the command and exec
+// with it, so that the shell gets its terminal back (instead of exec waiting
+// on a stopped command with the lock held and the terminal lost); fg
+// continues exec, which resumes the command on the terminal.
+func TestExecCtrlZ(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("needs bash for job control")
+	}
+	ptmx, pts := openPTY(t)
+	_, flags := newJobs(t, 1)
+	sh := exec.Command(bash, "--norc", "--noprofile", "-i")
+	sh.Env = append(os.Environ(), childCommandEnv+"=1", "PS1=$ ")
+	sh.Stdin, sh.Stdout, sh.Stderr = pts, pts, pts
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = pts.Close()
+	t.Cleanup(func() {
+		_ = sh.Process.Kill()
+		_ = sh.Wait()
+	})
+	scr := watchScreen(ptmx)
+	scr.waitFor(t, "$ ") // bash reads the terminal now
+	line := os.Args[0] + " exec -filter '{\"_id\": \"job1\"}' " + strings.Join(flags, " ") +
+		` -- sh -c 'echo ready-$((1+1)); read line; echo "got $line"'` + "\n"
+	if _, err := ptmx.Write([]byte(line)); err != nil {
+		t.Fatal(err)
+	}
+	scr.waitFor(t, "ready-2") // the command runs (its echo on the terminal says ready-$((1+1)))
+	// Ctrl-Z, again while bash is still handing the terminal over at the
+	// start of the job (a keystroke then is lost): until bash says Stopped.
+	for i := 0; !scr.shows("Stopped"); i++ {
+		if i == 60 {
+			t.Fatalf("Ctrl-Z never stopped the job:\n%s", scr.text())
+		}
+		if _, err := ptmx.Write([]byte{26}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if _, err := ptmx.Write([]byte("fg\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ptmx.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	scr.waitFor(t, "got hello")
 }

@@ -50,14 +50,15 @@ func childCommand(argv []string) (*exec.Cmd, error) {
 // runExecGuard is the guard: it runs its arguments after "--" in its own
 // process group and exits as they do (128+N when signal N ended them). The
 // signals exec forwards reach the whole group, the command included; the
-// guard only outlives them. On guardDeathSignal it kills the group.
+// guard only outlives them. On guardDeathSignal it kills the group; on
+// Ctrl-Z it stops exec as well as the command.
 func runExecGuard(_ context.Context, args []string, _, stderr io.Writer) int {
 	if len(args) < 2 || args[0] != "--" {
 		fmt.Fprintln(stderr, "mongolock exec-guard: usage: exec-guard -- command [args]")
 		return exitUsage
 	}
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, append(slices.Clone(forwarded), guardDeathSignal)...)
+	signal.Notify(sigs, append(slices.Clone(forwarded), guardDeathSignal, syscall.SIGTSTP)...)
 	defer signal.Stop(sigs)
 	if os.Getppid() == 1 { // exec died before the guard could hear of it
 		_ = syscall.Kill(0, syscall.SIGKILL)
@@ -77,8 +78,15 @@ func runExecGuard(_ context.Context, args []string, _, stderr io.Writer) int {
 	for {
 		select {
 		case s := <-sigs:
-			if s == guardDeathSignal {
+			switch s {
+			case guardDeathSignal:
 				_ = syscall.Kill(0, syscall.SIGKILL) // the group, the guard included
+			case syscall.SIGTSTP:
+				// Ctrl-Z stopped the command, in the terminal's foreground
+				// group, but not exec, which waits in its own: stop exec
+				// too, so that the shell gets the terminal back. exec
+				// resumes the command when it is continued (fg).
+				_ = syscall.Kill(os.Getppid(), syscall.SIGTSTP)
 			}
 		case <-done:
 			return exitCode(cmd)

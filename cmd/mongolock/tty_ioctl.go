@@ -21,11 +21,15 @@ func foregroundTerminal() (tty int, ok bool) {
 }
 
 // takeTerminal makes exec's process group the terminal's foreground group
-// again. exec is in the background until then, where the kernel would stop
+// again.
+func takeTerminal(tty int) { giveTerminal(tty, syscall.Getpgrp()) }
+
+// giveTerminal makes process group pgrp the terminal's foreground group.
+// exec may be in the background when it does, where the kernel would stop
 // it for trying: SIGTTOU is ignored meanwhile.
-func takeTerminal(tty int) {
+func giveTerminal(tty, pgrp int) {
 	signal.Ignore(syscall.SIGTTOU)
 	defer signal.Reset(syscall.SIGTTOU)
-	p := int32(syscall.Getpgrp())
+	p := int32(pgrp)
 	_, _, _ = syscall.Syscall(syscall.SYS_IOCTL, uintptr(tty), uintptr(syscall.TIOCSPGRP), uintptr(unsafe.Pointer(&p)))
 }
