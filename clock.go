@@ -39,6 +39,17 @@ func (c *serverClock) Now(ctx context.Context) (time.Time, error) {
 	return c.server.Add(c.since(c.sampled)), nil
 }
 
+// estimate returns the server time estimated from the last sample, however
+// old, without asking the server; ok is false before the first sample.
+func (c *serverClock) estimate() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sampled.IsZero() {
+		return time.Time{}, false
+	}
+	return c.server.Add(c.since(c.sampled)), true
+}
+
 // since measures elapsed time on the monotonic clock, which a change of the
 // client's wall clock does not move.
 func (c *serverClock) since(t time.Time) time.Duration { return c.now().Sub(t) }

@@ -3,6 +3,7 @@ package mongolock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -61,8 +62,11 @@ func (lk *Locker) Do(ctx context.Context, filter any, fn func(ctx context.Contex
 // keepAlive refreshes the lock every interval until stop is called, even
 // after ctx ends: fn may still be running, and its lease must not run out
 // under it. When a refresh finds the lock lost it cancels ctx with cause
-// ErrLockLost. Other refresh errors are retried at the next tick. A zero
-// interval does nothing.
+// ErrLockLost. Other refresh errors are retried at the next tick, until the
+// lease runs out unrenewed (the server cannot be reached): then anyone may
+// take the document over, so ctx is cancelled with a cause that matches
+// ErrLockLost too, though Lost stays open until the lock is known to be
+// gone. A zero interval does nothing.
 func (l *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, every time.Duration) (stop func()) {
 	if every <= 0 {
 		return func() {}
@@ -87,10 +91,30 @@ func (l *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, ev
 			if err != nil && l.cfg.logger != nil {
 				l.locker.debug(l.cfg.logger, "refresh failed", "lock_id", l.id.lockID, "error", err)
 			}
+			if err != nil {
+				if expired := l.leaseRanOut(); expired != nil {
+					cancel(expired)
+				}
+			}
 		}
 	}()
 	return func() {
 		close(quit)
 		<-done
 	}
+}
+
+// leaseRanOut returns an error matching ErrLockLost when the lock's lease
+// has run out by the server's clock (as last estimated: the server may be
+// out of reach), and nil otherwise or without a lease.
+func (l *Lock) leaseRanOut() error {
+	l.mu.Lock()
+	expires := l.expires
+	l.mu.Unlock()
+	now, ok := l.locker.clock.estimate()
+	if expires.IsZero() || !ok || now.Before(expires) {
+		return nil
+	}
+	return fmt.Errorf("%w: the lease of lock %s ran out at %s without a refresh: anyone may have taken the document over",
+		ErrLockLost, l.id.lockID, formatTime(expires))
 }

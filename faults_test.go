@@ -478,3 +478,28 @@ func TestFaultReleaseThenUnlocked(t *testing.T) {
 		t.Fatal("the update was applied after all")
 	}
 }
+
+// A partition outlasts the lease inside Do: fn's context is cancelled with a
+// cause matching ErrLockLost once the lease has run out unrenewed, since
+// anyone may take the document over by then.
+func TestFaultLeaseRunsOutInDo(t *testing.T) {
+	defer mongolock.SetFaultTimeouts(100*time.Millisecond, time.Second)()
+	ctx := testCtx(t)
+	f := newFaulty(t)
+	job := jobDoc(t, f.direct)
+	lk := mongolock.New(f.coll, mongolock.WithLease(600*time.Millisecond), mongolock.WithAutoRefresh(100*time.Millisecond))
+	var cause error
+	_ = lk.Do(ctx, job, func(fnCtx context.Context, l *mongolock.Lock) error {
+		f.proxy.Hold()
+		defer f.proxy.Heal(false)
+		select {
+		case <-fnCtx.Done():
+			cause = context.Cause(fnCtx)
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if !errors.Is(cause, mongolock.ErrLockLost) || !strings.Contains(cause.Error(), "ran out") {
+		t.Fatalf("fn's context ended with %v; want the lease that ran out, matching ErrLockLost", cause)
+	}
+}
