@@ -85,9 +85,15 @@ func DoAll(ctx context.Context, fn func(ctx context.Context, g *Group) error, op
 			return err
 		}
 		relErr := g.releaseAll(ctx, false)
+		if errors.Is(fnErr, ErrLocked) {
+			lastLocked = fnErr
+			if b, ok := g.lastBlocked(); ok {
+				last = b
+			}
+		}
 		if ctxErr := endedBy(ctx, fnErr); ctxErr != nil && lastLocked != nil && relErr == nil {
 			// The wait ran out during a round: report it as a wait that
-			// ran out, naming the holder met before.
+			// ran out, naming the last holder met.
 			g.leave()
 			return gaveUp(last, lastLocked, ctxErr, start)
 		}
@@ -97,10 +103,6 @@ func DoAll(ctx context.Context, fn func(ctx context.Context, g *Group) error, op
 				return errors.Join(fnErr, relErr)
 			}
 			return fnErr
-		}
-		lastLocked = fnErr
-		if b, ok := g.lastBlocked(); ok {
-			last = b
 		}
 		var ctxErr error
 		if left := time.Until(deadline); left <= 0 {
