@@ -10,13 +10,16 @@
 //
 // A lock is taken by one findOneAndUpdate whose filter is the caller's filter
 // narrowed to unlocked documents; the same write sets lock_id (a random UUID
-// unless WithLockID), lock_time (the server's clock, by $currentDate) and any
-// WithUpdate. When it takes nothing, one read of the caller's filter tells
-// whether the document is locked (ErrLocked, a *LockedDocumentError naming the
-// holder) or does not exist (ErrNotFound). A release sets both fields back to
-// null with a filter that names the acquisition (_id, lock_id, lock_time and
-// the fencing token), so a late or retried release can never free a newer
-// lock; it reports ErrLockLost when the lock was broken or taken over.
+// unless WithLockID), lock_time (the server's clock, by $currentDate), the
+// holder record and any WithUpdate. When it takes nothing, one read of the
+// caller's filter tells whether the document is locked (ErrLocked, a
+// *LockedDocumentError naming the holder) or does not exist (ErrNotFound).
+// Waiters of one Locker that wait for the same thing queue, and only the
+// first asks the server; a release through the Locker hands it the document.
+// A release sets the lock fields and the holder record back to null with a
+// filter that names the acquisition (_id, lock_id, lock_time and the fencing
+// token), so a late or retried release can never free a newer lock; it
+// reports ErrLockLost when the lock was broken or taken over.
 //
 // Beyond the original: a holder record (HolderKey: lock id, host, pid and
 // lease expiry) written with every lock; leases declared by their holders
