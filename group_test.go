@@ -435,10 +435,7 @@ func TestDoAllInvalid(t *testing.T) {
 			})
 		}
 	}
-	cases := []struct {
-		name string
-		call func() error
-	}{
+	cases := []refusal{
 		{"nil fn", func() error { return mongolock.DoAll(ctx, nil) }},
 		{"negative max wait", func() error { return mongolock.DoAll(ctx, ok, mongolock.WithMaxWait(-time.Second)) }},
 		{"zero poll interval", func() error { return mongolock.DoAll(ctx, ok, mongolock.WithPollInterval(0)) }},
@@ -447,16 +444,7 @@ func TestDoAllInvalid(t *testing.T) {
 		{"bad filter", lockWith(lk, "uuid=u1")},
 		{"bad update", lockWith(lk, nil, mongolock.WithUpdate(bson.D{{Key: "state", Value: "x"}}))},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := tc.call(); !errors.Is(err, mongolock.ErrInvalidOption) {
-				t.Errorf("err = %v, want ErrInvalidOption", err)
-			}
-		})
-	}
-	if n := sent.Load(); n != 0 {
-		t.Errorf("%d commands were sent for bad input", n)
-	}
+	refused(t, sent, cases)
 	var kept *mongolock.Group
 	if err := mongolock.DoAll(ctx, func(ctx context.Context, g *mongolock.Group) error { kept = g; return nil }); err != nil {
 		t.Fatal(err)

@@ -27,10 +27,7 @@ func TestInvalidInput(t *testing.T) {
 	ok := func(ctx context.Context, l *mongolock.Lock) error { return nil }
 
 	lockUpdate := bson.D{{Key: "$set", Value: bson.D{{Key: mongolock.LockKey, Value: "mine"}}}}
-	cases := []struct {
-		name string
-		call func() error
-	}{
+	cases := []refusal{
 		{"nil collection", func() error { _, err := mongolock.New(nil).TryAcquire(ctx, nil); return err }},
 		{"filter is a string", func() error { _, err := mongolock.New(coll).TryAcquire(ctx, "state=READY"); return err }},
 		{"filter is a list", func() error { _, err := mongolock.New(coll).Acquire(ctx, bson.A{1, 2}); return err }},
@@ -146,16 +143,7 @@ func TestInvalidInput(t *testing.T) {
 		{"unlock filter is a string", func() error { _, err := mongolock.New(coll).Unlock(ctx, "all"); return err }},
 		{"list filter is a number", func() error { _, err := mongolock.New(coll).ListLocked(ctx, 1); return err }},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := tc.call(); !errors.Is(err, mongolock.ErrInvalidOption) {
-				t.Errorf("err = %v, want ErrInvalidOption", err)
-			}
-		})
-	}
-	if n := sent.Load(); n != 0 {
-		t.Errorf("%d commands were sent for bad input", n)
-	}
+	refused(t, sent, cases)
 	if after := snapshot(t, coll); !equalDocs(before, after) {
 		t.Errorf("the collection changed:\nbefore %v\nafter  %v", before, after)
 	}
@@ -167,10 +155,7 @@ func TestInvalidInput(t *testing.T) {
 	}
 	held := snapshot(t, coll)
 	sent.Store(0)
-	releases := []struct {
-		name string
-		call func() error
-	}{
+	refused(t, sent, []refusal{
 		{"release update is a replacement", func() error { return l.ReleaseWithUpdate(ctx, bson.D{{Key: "state", Value: "DONE"}}) }},
 		{"release update clears the lock", func() error { return l.ReleaseWithUpdate(ctx, lockUpdate) }},
 		{"release pipeline sets the lock", func() error {
@@ -192,8 +177,26 @@ func TestInvalidInput(t *testing.T) {
 		{"set update on release writes the lock time", func() error {
 			return l.SetUpdateOnRelease(bson.M{"$currentDate": bson.M{mongolock.LockTimeKey: true}})
 		}},
+	})
+	if after := snapshot(t, coll); !equalDocs(held, after) {
+		t.Errorf("the collection changed:\nbefore %v\nafter  %v", held, after)
 	}
-	for _, tc := range releases {
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("the lock must still be held and releasable: %v", err)
+	}
+}
+
+// refusal is a call that bad input must make fail before any I/O.
+type refusal struct {
+	name string
+	call func() error
+}
+
+// refused checks that each call returns an error matching ErrInvalidOption
+// and that none of them sent a command (sent counts them).
+func refused(t *testing.T, sent *atomic.Int64, cases []refusal) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.call(); !errors.Is(err, mongolock.ErrInvalidOption) {
 				t.Errorf("err = %v, want ErrInvalidOption", err)
@@ -201,13 +204,7 @@ func TestInvalidInput(t *testing.T) {
 		})
 	}
 	if n := sent.Load(); n != 0 {
-		t.Errorf("%d commands were sent for bad release input", n)
-	}
-	if after := snapshot(t, coll); !equalDocs(held, after) {
-		t.Errorf("the collection changed:\nbefore %v\nafter  %v", held, after)
-	}
-	if err := l.Release(ctx); err != nil {
-		t.Fatalf("the lock must still be held and releasable: %v", err)
+		t.Errorf("%d commands were sent for bad input", n)
 	}
 }
 

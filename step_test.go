@@ -407,10 +407,7 @@ func TestStepWorkInvalid(t *testing.T) {
 	sent.Store(0)
 	lk := mongolock.New(coll)
 	ok := func(ctx context.Context, l *mongolock.Lock) error { return nil }
-	cases := []struct {
-		name string
-		call func() error
-	}{
+	cases := []refusal{
 		{"Step nil fn", func() error { return lk.Step(ctx, ready, nil) }},
 		{"Work nil fn", func() error { return lk.Work(ctx, 2, ready, nil) }},
 		{"Work no workers", func() error { return lk.Work(ctx, 0, ready, ok) }},
@@ -432,16 +429,7 @@ func TestStepWorkInvalid(t *testing.T) {
 		{"nil collection", func() error { return mongolock.New(nil).Work(ctx, 1, ready, ok) }},
 		{"negative poll", func() error { return lk.Work(ctx, 1, ready, ok, mongolock.WithPollInterval(-time.Second)) }},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if err := tc.call(); !errors.Is(err, mongolock.ErrInvalidOption) {
-				t.Errorf("err = %v, want ErrInvalidOption", err)
-			}
-		})
-	}
-	if n := sent.Load(); n != 0 {
-		t.Errorf("%d commands were sent for bad input", n)
-	}
+	refused(t, sent, cases)
 }
 
 // A GiveUp that returns no valid update leaves the document as it was and
