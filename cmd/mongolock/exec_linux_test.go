@@ -250,20 +250,6 @@ func TestExecOnATerminal(t *testing.T) {
 	}
 }
 
-// procState is the state letter of a process ("T" when stopped), or "".
-func procState(pid int) string {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
-}
-
 // TestExecCtrlZ: in an interactive shell, Ctrl-Z stops the command and exec
 // with it, so that the shell gets its terminal back (instead of exec waiting
 // on a stopped command with the lock held and the terminal lost); fg
