@@ -160,9 +160,9 @@ func (g *Group) Lock(ctx context.Context, lk *Locker, filter any, opts ...Option
 	// neither break (WithBreakLock) nor take over (an expired lease) a lock
 	// of the group's; they come back below as the group's own.
 	try := r
-	if ids := g.heldIn(lk, r); len(ids) > 0 {
+	if mine := g.heldIn(lk, r); len(mine) > 0 {
 		narrowed := *r
-		if narrowed.filter, err = bson.Marshal(and(r.filter, bson.D{{Key: "_id", Value: bson.D{{Key: "$nin", Value: ids}}}})); err != nil {
+		if narrowed.filter, err = bson.Marshal(and(r.filter, bson.D{{Key: "_id", Value: bson.D{{Key: "$nin", Value: docIDs(mine)}}}})); err != nil {
 			return nil, invalid("filter: %v", err)
 		}
 		try = &narrowed
@@ -241,21 +241,11 @@ func (g *Group) leave() {
 // the group holds it: the holder is one of its locks, or (the holder lookup
 // names the first match only) another match is.
 func (g *Group) own(ctx context.Context, lk *Locker, r *request, locked *LockedDocumentError) (*Lock, error) {
-	g.mu.Lock()
-	var mine []*Lock
-	for _, l := range g.locks {
-		if sameCollection(l.locker, lk) && l.fields.lock == r.fields.lock {
-			mine = append(mine, l)
-		}
-	}
-	g.mu.Unlock()
+	mine := g.heldIn(lk, r)
 	if l := ownLock(mine, locked.Document.Lookup("_id"), locked.LockID); l != nil || len(mine) == 0 {
 		return l, nil
 	}
-	ids := make(bson.A, len(mine))
-	for i, l := range mine {
-		ids[i] = l.id.docID
-	}
+	ids := docIDs(mine)
 	o := options.FindOne().SetSort(r.find.Sort).SetProjection(holderProjection(r.fields))
 	if c := r.find.Collation; c != nil {
 		o.SetCollation(c)
@@ -272,16 +262,25 @@ func (g *Group) own(ctx context.Context, lk *Locker, r *request, locked *LockedD
 	return ownLock(mine, doc.Lookup("_id"), id), nil
 }
 
-// heldIn returns the _ids of the documents the group holds in lk's
-// collection under r's lock field.
-func (g *Group) heldIn(lk *Locker, r *request) bson.A {
+// heldIn returns the group's locks in lk's collection under r's lock
+// field.
+func (g *Group) heldIn(lk *Locker, r *request) []*Lock {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var ids bson.A
+	var mine []*Lock
 	for _, l := range g.locks {
 		if sameCollection(l.locker, lk) && l.fields.lock == r.fields.lock {
-			ids = append(ids, l.id.docID)
+			mine = append(mine, l)
 		}
+	}
+	return mine
+}
+
+// docIDs returns the _ids of the locked documents.
+func docIDs(locks []*Lock) bson.A {
+	ids := make(bson.A, len(locks))
+	for i, l := range locks {
+		ids[i] = l.id.docID
 	}
 	return ids
 }

@@ -36,8 +36,8 @@ func (lk *Locker) Acquire(ctx context.Context, filter any, opts ...Option) (*Loc
 }
 
 // acquire is the wait: a try whenever this waiter is the poller and its
-// back-off ends, or a release is handed to it; a read of the holder only
-// when one is due (see wantsLook).
+// back-off ends, or a release is handed to it; a read of the holder (look)
+// only on its first try, after a hand-off, and every lookEvery.
 func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 	start := time.Now()
 	deadline := start.Add(r.cfg.maxWait)
