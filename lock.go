@@ -29,6 +29,32 @@ type Lock struct {
 	onRelease releaseAction
 	lost      chan struct{}
 	lostOnce  sync.Once
+
+	// endMu guards localEnd apart from mu, which a write holds while in
+	// flight: the lease's watch must read it whatever the network does.
+	endMu    sync.Mutex
+	localEnd time.Time // the lease's end by the client's monotonic clock; zero without a lease
+	endsAt   time.Time // the same end by the server's clock, as written
+}
+
+// setLocalEnd records the lease's end by the local monotonic clock, for a
+// lease the server counts from a time no earlier than at (the client's
+// time before it estimated the server time the lease starts from). The
+// estimate's uncertainty is taken off, so that the local end never comes
+// after the moment another client may judge the lease run out.
+func (l *Lock) setLocalEnd(at, expires time.Time) {
+	end := at.Add(l.cfg.lease - l.locker.clock.uncertainty())
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	l.localEnd, l.endsAt = end, expires
+}
+
+// leaseEnd returns the lease's end by the local monotonic clock, zero
+// without a lease.
+func (l *Lock) leaseEnd() time.Time {
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	return l.localEnd
 }
 
 // releaseAction is what a release does besides clearing the lock.
@@ -263,15 +289,23 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("mongolock: refreshing %s: %w", l.ID(), err)
 	}
+	wctx, stop := detached(ctx)
+	defer stop()
+	return l.refresh(wctx)
+}
+
+// refresh sends one refresh write on ctx, bounded by attemptTimeout. The
+// keep-alive calls it on a context that its stop cuts short: a write cut
+// short is remembered like one whose reply was lost.
+func (l *Lock) refresh(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
 		return fmt.Errorf("%w: already released or lost", ErrLockLost)
 	}
-	wctx, stop := detached(ctx)
-	defer stop()
-	wctx, cancel := context.WithTimeout(wctx, attemptTimeout)
+	wctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
+	at := time.Now()
 	now, err := l.locker.clock.Now(wctx)
 	if err != nil {
 		return err
@@ -304,6 +338,9 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	l.id.time, l.id.pending = bson.DateTime(dt), nil
 	l.expires = expires
 	l.doc = doc
+	if !expires.IsZero() {
+		l.setLocalEnd(at, expires)
+	}
 	return nil
 }
 

@@ -145,6 +145,7 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 		nonce = newUUID() // a custom lock id may be shared
 	}
 	var expires time.Time
+	at := time.Now() // before the server time that expires is counted from
 	if r.cfg.lease > 0 {
 		now, err := lk.clock.Now(ctx)
 		if err != nil {
@@ -152,7 +153,7 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 		}
 		expires = now.Add(r.cfg.lease)
 	}
-	a := &acquisition{lockID: lockID, nonce: nonce, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
+	a := &acquisition{lockID: lockID, nonce: nonce, at: at, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
 	var holder bson.Raw
 	for range holderRetries {
 		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock), a)
@@ -255,7 +256,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisiti
 			return nil, ioError(ctx, "acquiring", err)
 		}
 	}
-	l, err := lk.newLock(r, doc, time.Since(sent))
+	l, err := lk.newLock(r, doc, a, time.Since(sent))
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +320,7 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 // the holder record that names this attempt alone.
 type acquisition struct {
 	lockID, nonce string
+	at            time.Time // client monotonic time, no later than the lease's start
 	update        bson.D
 }
 
@@ -379,7 +381,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // newLock makes the Lock from the document the acquiring write returned.
-func (lk *Locker) newLock(r *request, doc bson.Raw, latency time.Duration) (*Lock, error) {
+func (lk *Locker) newLock(r *request, doc bson.Raw, a *acquisition, latency time.Duration) (*Lock, error) {
 	id, err := identityOf(doc, r.fields)
 	if err != nil {
 		return nil, err
@@ -387,6 +389,9 @@ func (lk *Locker) newLock(r *request, doc bson.Raw, latency time.Duration) (*Loc
 	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{})}
 	if h, ok := holderOf(doc, r.fields.lock); ok {
 		l.expires = h.expires
+		if !h.expires.IsZero() {
+			l.setLocalEnd(a.at, h.expires)
+		}
 	}
 	if r.cfg.logger != nil {
 		lk.debug(r.cfg.logger, "lock acquired", "_id", id.docID, "lock_id", id.lockID, "latency", latency)
