@@ -386,7 +386,10 @@ func (lk *Locker) newLock(r *request, doc bson.Raw, a *acquisition, latency time
 	if err != nil {
 		return nil, err
 	}
-	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{})}
+	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{}), name: a.lockID}
+	if a.nonce != "" {
+		l.name = a.nonce
+	}
 	if h, ok := holderOf(doc, r.fields.lock); ok {
 		l.expires = h.expires
 		if !h.expires.IsZero() {

@@ -175,6 +175,38 @@ func TestOperatorUpdateRejects(t *testing.T) {
 	}
 }
 
+// Every release write carries the release marker in its clearing $set.
+func TestMarkedClearUpdate(t *testing.T) {
+	cases := []struct {
+		name   string
+		update any
+		want   string
+	}{
+		{"plain", nil, `{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"lock_released":"N"}}`},
+		{"$set merged", bson.M{"$set": bson.M{"state": "DONE"}}, `{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"state":"DONE","lock_released":"N"}}`},
+		{"other operator", bson.D{{Key: "$inc", Value: bson.D{{Key: "runs", Value: 1}}}}, `{"$inc":{"runs":1},"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"lock_released":"N"}}`},
+		{"pipeline", bson.A{bson.M{"$unset": "tmp"}},
+			`{"pipeline":[{"$unset":"tmp"},{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"lock_released":{"$literal":"N"}}}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := releaseUpdate(tc.update, defaultFields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ext(t, markedClearUpdate(u, defaultFields, "N")); got != tc.want {
+				t.Errorf("\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+	if err := checkFieldSet(fieldSet{lock: releasedKey, time: "t"}); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("the release marker as a lock field: %v; want ErrInvalidOption", err)
+	}
+	if _, err := releaseUpdate(bson.M{"$set": bson.M{releasedKey: 1}}, defaultFields); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("an update on release that writes the release marker: %v; want ErrInvalidOption", err)
+	}
+}
+
 func TestReleaseUpdate(t *testing.T) {
 	cases := []struct {
 		name   string
