@@ -60,8 +60,9 @@ type request struct {
 	cfg        config
 	fields     fieldSet
 	filter     bson.Raw
-	update     bson.Raw // the caller's, checked; nil when none
-	projection any
+	update     bson.Raw                        // the caller's, checked; nil when none
+	projection any                             // sanitized: nil for the whole document
+	ownsProj   bool                            // the caller gave a projection: the lock's own replaces it, even with nil
 	find       options.FindOneAndUpdateOptions // resolved, for the holder lookup
 	findOpts   []options.Lister[options.FindOneAndUpdateOptions]
 }
@@ -100,6 +101,14 @@ func (lk *Locker) newRequest(filter any, opts []Option) (*request, error) {
 	if cfg.sort != nil {
 		r.find.Sort = cfg.sort
 	}
+	r.ownsProj = cfg.projection != nil || r.find.Projection != nil
+	if cfg.projection == nil && r.find.Projection != nil {
+		// Sanitized like WithProjection's: a server that honours it would
+		// otherwise take the lock and return a document without it.
+		if r.projection, err = lockProjection(r.find.Projection, r.fields); err != nil {
+			return nil, err
+		}
+	}
 	r.findOpts = append(cfg.findOpts[:len(cfg.findOpts):len(cfg.findOpts)], r.lockOptions())
 	return r, nil
 }
@@ -110,7 +119,7 @@ func (r *request) lockOptions() *options.FindOneAndUpdateOptionsBuilder {
 	if r.cfg.sort != nil {
 		o.SetSort(r.cfg.sort)
 	}
-	if r.projection != nil {
+	if r.ownsProj {
 		o.SetProjection(r.projection)
 	}
 	return o

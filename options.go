@@ -171,7 +171,8 @@ func WithLockedDocument() Option {
 // WithFindOptions passes options to findOneAndUpdate (hint, collation, let,
 // comment, ...). The lock owns ReturnDocument (After) and Upsert (false) and
 // overrides them; WithSort and WithProjection win over the sort and projection
-// given here. The default is none.
+// given here. A projection given here gets the _id and lock fields added,
+// as WithProjection's does. The default is none.
 func WithFindOptions(opts ...options.Lister[options.FindOneAndUpdateOptions]) Option {
 	return func(c *config) {
 		for i, o := range opts {

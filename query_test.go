@@ -366,3 +366,44 @@ func TestNewUUID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// Issue 18 (seen-2): a projection given through WithFindOptions is merged
+// like WithProjection's, so that the acquiring write always returns the
+// lock fields; WithProjection still wins.
+func TestFindOptionsProjection(t *testing.T) {
+	lk := &Locker{base: defaultConfig()}
+	state := bson.D{{Key: "state", Value: 1}}
+	cases := []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{"inclusion", []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(state))},
+			`{"state":1,"lock_id":1,"lock_time":1,"lock_holder":1}`},
+		{"excludes a lock field", []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(bson.D{{Key: "lock_id", Value: 0}}))}, "nil"},
+		{"WithProjection wins", []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(bson.D{{Key: "n", Value: 1}})), WithProjection([]string{"state"})},
+			`{"state":1,"lock_id":1,"lock_time":1,"lock_holder":1}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := lk.newRequest(bson.D{}, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var o options.FindOneAndUpdateOptions
+			for _, l := range r.findOpts {
+				for _, set := range l.List() {
+					if err := set(&o); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if got := ext(t, o.Projection); got != tc.want {
+				t.Errorf("projection sent: %s, want %s", got, tc.want)
+			}
+		})
+	}
+	if _, err := lk.newRequest(bson.D{}, []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(3))}); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("a projection that is not a document: %v; want ErrInvalidOption", err)
+	}
+}
