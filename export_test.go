@@ -24,3 +24,7 @@ func SetClockMaxAge(d time.Duration) (restore func()) {
 	clockMaxAge = d
 	return func() { clockMaxAge = old }
 }
+
+// GraceAfterCancel is how long a write in flight may still run after its
+// caller's context, or its wait, has ended.
+const GraceAfterCancel = graceAfterCancel

@@ -597,3 +597,51 @@ func TestFaultLeaseRunsOutInDo(t *testing.T) {
 		t.Fatalf("fn's context ended with %v; want the lease that ran out, matching ErrLockLost", cause)
 	}
 }
+
+// Issue 18 (seen-4): the server stops answering in the middle of a wait
+// bounded by WithMaxWait, with no deadline on the context. Acquire returns
+// all the same, within the wait plus what one write in flight is given: its
+// try's time, the grace to finish and the time to ask whether it took the
+// lock (the library's own bounds, shortened here but for the grace).
+func TestFaultMaxWaitServerStalls(t *testing.T) {
+	const attempt, cleanup, wait = 200 * time.Millisecond, time.Second, time.Second
+	defer mongolock.SetFaultTimeouts(attempt, cleanup)()
+	ctx := testCtx(t)
+	f := newFaulty(t)
+	job := jobDoc(t, f.direct)
+	holder, err := mongolock.New(f.direct).TryAcquire(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		l, err := mongolock.New(f.coll, mongolock.WithPollInterval(20*time.Millisecond)).Acquire(context.Background(), job, mongolock.WithMaxWait(wait))
+		if l != nil {
+			err = errors.Join(errors.New("acquired a held lock"), l.Release(ctx))
+		}
+		errc <- err
+	}()
+	for f.proxy.Count("findAndModify") == 0 { // the wait has made its first try
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.proxy.Hold()
+	// Generous: twice everything a try may be given, and 5s for a slow machine.
+	bound := 2*(wait+attempt+mongolock.GraceAfterCancel+cleanup) + 5*time.Second
+	returned := false
+	select {
+	case err := <-errc:
+		returned = true
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Acquire: %v; want the wait that ran out", err)
+		}
+	case <-time.After(bound):
+		t.Errorf("Acquire with WithMaxWait(%v) had not returned %v after the server stopped answering", wait, bound)
+	}
+	f.proxy.Heal(false)
+	if !returned {
+		<-errc
+	}
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
