@@ -19,8 +19,12 @@ import (
 //   - fn panics: the lock is released the same way and the panic goes on.
 //
 // The context given to fn is cancelled with cause ErrLockLost when the
-// auto-refresh (WithAutoRefresh, or WithLease) finds the lock lost. The
-// release runs on context.WithoutCancel(ctx). Do returns Acquire's error
+// auto-refresh (WithAutoRefresh, or WithLease) finds the lock lost and, with
+// a lease, when the lease runs out unrenewed by the local monotonic clock
+// (never later than another client may take the document over), whatever a
+// refresh in flight, the network or another call of the Locker is doing.
+// The release runs on context.WithoutCancel(ctx), once fn has returned,
+// without waiting for a refresh in flight. Do returns Acquire's error
 // without calling fn when no lock is taken.
 func (lk *Locker) Do(ctx context.Context, filter any, fn func(ctx context.Context, l *Lock) error, opts ...Option) error {
 	r, err := lk.newRequest(filter, opts)

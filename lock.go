@@ -131,7 +131,8 @@ func (l *Lock) SetDeleteOnRelease() error {
 // cancelled caller still frees the lock (the write gets 10s more after ctx
 // ends). When the lock is no longer held the
 // error matches ErrLockLost and nothing is changed. After a network error the
-// call may be retried: it can never free a newer lock.
+// call may be retried: it can never free a newer lock, and it returns nil
+// when a copy of the earlier call, whose reply was lost, freed the document.
 func (l *Lock) Release(ctx context.Context) error {
 	l.mu.Lock()
 	a := l.onRelease
