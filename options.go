@@ -153,8 +153,8 @@ func WithPollInterval(d time.Duration) Option {
 // holds even against a server that stops answering: a write in flight when
 // the wait ends gets what a cancelled caller's does (10s to finish, 10s more
 // to find out whether it took the lock, which is then given back), so the
-// call returns at most about 25s after the wait's end (the single attempt
-// of a wait of 0 gets 5s). The default is 600s, as in the Python original.
+// call returns at most about 25s after the wait's end (a try begun near the
+// end still gets 5s). The default is 600s, as in the Python original.
 func WithMaxWait(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {

@@ -128,13 +128,17 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 // tryContext bounds one try by the wait's end, so that a server that stops
 // answering cannot hold a wait past it: a write then in flight gets what a
 // cancelled caller's does (graceAfterCancel to finish, cleanupTimeout to ask
-// whether it took the lock, which is then given back). The one try of a wait
-// that ends before it tried gets attemptTimeout.
+// whether it took the lock, which is then given back). A try begun near the
+// end still gets attemptTimeout, so that it can read the holder it names.
 func tryContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
-	if now := time.Now(); !now.Before(deadline) {
-		deadline = now.Add(attemptTimeout)
+	return context.WithDeadline(ctx, later(deadline, time.Now().Add(attemptTimeout)))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	return context.WithDeadline(ctx, deadline)
+	return b
 }
 
 // errStillLocked is what a try that does not look reports when it takes
