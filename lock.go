@@ -237,8 +237,8 @@ func (l *Lock) releaseOnce(ctx context.Context, a releaseAction) (int64, error) 
 // writes (whatever happened to the document since), or the document is
 // gone after a copy that deleted it. A lock broken (WithBreakLock, Unlock,
 // a take-over) and then released by someone else carries another marker,
-// or none: the lock was lost, and the release may or may not have been
-// applied before. A document deleted by someone else after a delete of
+// or none: the lock was lost, and the release was not applied (or, if
+// someone took and released the document since, may have been). A document deleted by someone else after a delete of
 // ours whose reply was lost cannot be told apart, and counts as ours.
 func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error) error {
 	rctx, cancel := context.WithTimeout(ctx, attemptTimeout)
@@ -260,7 +260,8 @@ func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error)
 	}
 	l.lostOnce.Do(func() { close(l.lost) })
 	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%w), and the lock "+
-		"is no longer held: someone else took, broke, unlocked or deleted it, before or after that release",
+		"is no longer held and the document does not show that release: someone else broke, took over, unlocked or deleted it "+
+		"(or took and released it after that release freed it)",
 		ErrLockLost, l.id.lockID, idString(l.id.docID), cause)
 }
 
