@@ -170,3 +170,43 @@ func TestLeaseEndCancelsFnDuringRefresh(t *testing.T) {
 		unlocked(t, f.direct, "job")
 	})
 }
+
+// A Locker's first clock sample is taken once for every call that needs
+// it, and each waits only as long as its own context allows: a call with a
+// deadline is not held up by one without, sampling a silent server.
+func TestClockSampleWaitersLeaveOnTheirOwn(t *testing.T) {
+	ctx := testCtx(t)
+	f := newFaulty(t)
+	job := jobDoc(t, f.direct)
+	lk := mongolock.New(f.coll, mongolock.WithLease(time.Minute)) // no sample yet
+	f.proxy.Hold()
+	xErr := make(chan error, 1)
+	go func() { // X: no deadline
+		l, err := lk.TryAcquire(context.Background(), job)
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		xErr <- err
+	}()
+	for f.proxy.Held("hello") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	yErr := make(chan error, 1)
+	go func() { // Y: a deadline of its own
+		yctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := lk.TryAcquire(yctx, job)
+		yErr <- err
+	}()
+	select {
+	case err := <-yErr:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Y: %v; want its own deadline", err)
+		}
+	case <-time.After(30 * time.Second): // far past Y's deadline
+		t.Error("Y waited on X's clock sample past its own deadline")
+	}
+	f.proxy.Heal(true)
+	<-xErr // X's own outcome depends on how long the sample waited; it must return
+	unlocked(t, f.direct, "job")
+}
