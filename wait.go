@@ -63,6 +63,7 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 			look := looked.IsZero() || next == handed || time.Since(looked) >= lookEvery
 			tctx, cancel := tryContext(ctx, deadline)
 			l, err := lk.attempt(tctx, r, look)
+			ctxErr := endedBy(tctx, err) // before cancel, which ends tctx too
 			cancel()
 			tried = true
 			lk.observeAttempt(r, l, err, time.Since(start))
@@ -81,7 +82,6 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 				lk.waiters.wakeAll(w) // they wait for nothing too
 				return nil, err
 			default:
-				ctxErr := endedBy(tctx, err)
 				switch {
 				case ctxErr != nil && lk.waiters.lastHolder(w) != nil:
 					// The wait ran out during a try: report it as a wait
