@@ -19,12 +19,15 @@
 // A release sets the lock fields and the holder record back to null with a
 // filter that names the acquisition (_id, lock_id, lock_time and the fencing
 // token), so a late or retried release can never free a newer lock; it
-// reports ErrLockLost when the lock was broken or taken over.
+// reports ErrLockLost when the lock was broken or taken over. The same write
+// sets a release marker (lock_released), by which a release whose reply was
+// lost tells its own work from a breaker's.
 //
 // Beyond the original: a holder record (HolderKey: lock id, host, pid and
 // lease expiry) written with every lock; leases declared by their holders
 // and judged by the server's clock (WithLease); a keep-alive inside Do
-// (WithAutoRefresh) that cancels fn's context when the lock is lost; writes
+// (WithAutoRefresh) that cancels fn's context when the lock is lost, and at
+// the lease's end by the local monotonic clock whatever the network does; writes
 // that keep track of the lock when their reply is lost; fencing tokens
 // (WithFencing); immediate hand-off to waiters of the same Locker; an
 // Observer and slog debug records.

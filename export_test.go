@@ -15,3 +15,16 @@ func SetFaultTimeouts(attempt, cleanup time.Duration) (restore func()) {
 	attemptTimeout, cleanupTimeout = attempt, cleanup
 	return func() { attemptTimeout, cleanupTimeout = a, c }
 }
+
+// SetClockMaxAge shortens how long a server clock sample is trusted, and
+// returns a function that restores it. Tests that use it must not run in
+// parallel.
+func SetClockMaxAge(d time.Duration) (restore func()) {
+	old := clockMaxAge
+	clockMaxAge = d
+	return func() { clockMaxAge = old }
+}
+
+// GraceAfterCancel is how long a write in flight may still run after its
+// caller's context, or its wait, has ended.
+const GraceAfterCancel = graceAfterCancel

@@ -71,3 +71,12 @@ func holderOf(doc bson.Raw, lockKey string) (h holder, ok bool) {
 	}
 	return h, true
 }
+
+// releasedKey is the release marker: every release by this library sets it,
+// in the write that frees the document, to the name of the acquisition it
+// frees (its nonce with a custom lock id, else its lock id). Nothing else
+// writes it and only this library reads it: a release whose reply was lost
+// reads it to tell its own work from that of whoever broke, took over or
+// released the lock meanwhile. It stays on the free document (Python
+// ignores it) and is overwritten by the next release.
+const releasedKey = "lock_released"

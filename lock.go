@@ -27,8 +27,40 @@ type Lock struct {
 	doc       bson.Raw
 	done      bool // released, or found lost
 	onRelease releaseAction
-	lost      chan struct{}
-	lostOnce  sync.Once
+	name      string // names this acquisition alone, in the release marker
+	// unsettled is the cause of an earlier release call's copy whose reply
+	// never came, which may have freed the lock; deleteSent says whether
+	// such a copy was a delete. A retry settles it from the document.
+	unsettled  error
+	deleteSent bool
+	lost       chan struct{}
+	lostOnce   sync.Once
+
+	// endMu guards localEnd apart from mu, which a write holds while in
+	// flight: the lease's watch must read it whatever the network does.
+	endMu    sync.Mutex
+	localEnd time.Time // the lease's end by the client's monotonic clock; zero without a lease
+	endsAt   time.Time // the same end by the server's clock, as written
+}
+
+// setLocalEnd records the lease's end by the local monotonic clock, for a
+// lease the server counts from a time no earlier than at (the client's
+// time before it estimated the server time the lease starts from). The
+// estimate's uncertainty is taken off, so that the local end never comes
+// after the moment another client may judge the lease run out.
+func (l *Lock) setLocalEnd(at, expires time.Time) {
+	end := at.Add(l.cfg.lease - l.locker.clock.uncertainty())
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	l.localEnd, l.endsAt = end, expires
+}
+
+// leaseEnd returns the lease's end by the local monotonic clock, zero
+// without a lease.
+func (l *Lock) leaseEnd() time.Time {
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	return l.localEnd
 }
 
 // releaseAction is what a release does besides clearing the lock.
@@ -99,7 +131,8 @@ func (l *Lock) SetDeleteOnRelease() error {
 // cancelled caller still frees the lock (the write gets 10s more after ctx
 // ends). When the lock is no longer held the
 // error matches ErrLockLost and nothing is changed. After a network error the
-// call may be retried: it can never free a newer lock.
+// call may be retried: it can never free a newer lock, and it returns nil
+// when a copy of the earlier call, whose reply was lost, freed the document.
 func (l *Lock) Release(ctx context.Context) error {
 	l.mu.Lock()
 	a := l.onRelease
@@ -139,7 +172,8 @@ const releaseAttempts = 5
 // identity. A write whose reply never came is sent again (a few times, with
 // back-off): it can only free this acquisition, so a second copy is
 // harmless. When a copy then finds the lock gone, the document tells
-// whether an earlier copy freed it.
+// whether an earlier copy, of this call or of an earlier one that gave up,
+// freed it.
 func (l *Lock) release(ctx context.Context, a releaseAction) error {
 	ctx, stop := detached(ctx)
 	defer stop()
@@ -148,7 +182,12 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 	if l.done {
 		return fmt.Errorf("%w: already released or lost", ErrLockLost)
 	}
-	var lostReply error // the last copy whose reply never came
+	lostReply := l.unsettled // the last copy whose reply never came
+	defer func() {
+		if !l.done {
+			l.unsettled = lostReply // for the caller's retry
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		n, err := l.releaseOnce(ctx, a)
 		switch {
@@ -162,6 +201,7 @@ func (l *Lock) release(ctx context.Context, a releaseAction) error {
 			return l.lostLocked("releasing")
 		case unknownOutcome(ctx, err):
 			lostReply = err
+			l.deleteSent = l.deleteSent || a.delete
 		case !notSent(err):
 			return ioError(ctx, "releasing "+l.id.lockID, err)
 		}
@@ -184,7 +224,7 @@ func (l *Lock) releaseOnce(ctx context.Context, a releaseAction) (int64, error) 
 		}
 		return res.DeletedCount, nil
 	}
-	res, err := l.locker.coll.UpdateOne(ctx, filter, clearUpdate(a.update, l.fields))
+	res, err := l.locker.coll.UpdateOne(ctx, filter, markedClearUpdate(a.update, l.fields, l.name))
 	if err != nil {
 		return 0, err
 	}
@@ -193,33 +233,35 @@ func (l *Lock) releaseOnce(ctx context.Context, a releaseAction) (int64, error) 
 
 // afterLostReply decides, when a release finds the lock gone after an
 // earlier copy's reply was lost, whether that copy freed it: the document
-// was deleted (for a delete), or its lock fields are cleared and its holder
-// record set to null, as only a holder's release does (Unlock removes the
-// record, a Python unlock leaves it), while no one could have taken it over
-// (its lease, if any, has not run out). Anything else means the lock was
-// lost, and the release may or may not have been applied before.
+// carries this acquisition's release marker, which only its own release
+// writes (whatever happened to the document since), or the document is
+// gone after a copy that deleted it. A lock broken (WithBreakLock, Unlock,
+// a take-over) and then released by someone else carries another marker,
+// or none: the lock was lost, and the release was not applied (or, if
+// someone took and released the document since, may have been). A document deleted by someone else after a delete of
+// ours whose reply was lost cannot be told apart, and counts as ours.
 func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error) error {
-	l.done = true
-	doc, err := l.locker.primary.FindOne(ctx, bson.D{{Key: "_id", Value: l.id.docID}},
-		options.FindOne().SetProjection(holderProjection(l.fields))).Raw()
+	rctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	doc, err := l.locker.primary.FindOne(rctx, bson.D{{Key: "_id", Value: l.id.docID}},
+		options.FindOne().SetProjection(bson.D{{Key: releasedKey, Value: 1}})).Raw()
 	gone := errors.Is(err, mongo.ErrNoDocuments)
 	if err != nil && !gone {
-		return fmt.Errorf("%w: releasing %s: the reply of an earlier release was lost (%w) and the lock is gone; "+
-			"whether that release was applied is unknown: %w", ErrLockLost, l.id.lockID, cause, ioError(ctx, "reading the document", err))
+		return fmt.Errorf("mongolock: releasing %s: the reply of an earlier release was lost (%v) and the lock is no longer "+
+			"held under its name; whether that release freed it is unknown, call the release again to find out: %w",
+			l.id.lockID, cause, ioError(rctx, "reading the document", err))
 	}
-	cleared := !gone && isFree(doc, l.fields) && lookup(doc, HolderKey).Type == bson.TypeNull
-	if cleared && !l.expires.IsZero() {
-		// A take-over and the new holder's release look the same.
-		now, err := l.locker.clock.Now(ctx)
-		cleared = err == nil && now.Before(l.expires)
-	}
-	if (a.delete && gone) || (!a.delete && cleared) {
+	l.done = true
+	marker, _ := lookup(doc, releasedKey).StringValueOK()
+	mine := !gone && marker == l.name
+	if mine || (gone && (a.delete || l.deleteSent)) {
 		l.released()
 		return nil
 	}
 	l.lostOnce.Do(func() { close(l.lost) })
 	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%w), and the lock "+
-		"is no longer held: that release may have freed it before someone else took, unlocked or deleted it",
+		"is no longer held and the document does not show that release: someone else broke, took over, unlocked or deleted it "+
+		"(or took and released it after that release freed it)",
 		ErrLockLost, l.id.lockID, idString(l.id.docID), cause)
 }
 
@@ -263,15 +305,23 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("mongolock: refreshing %s: %w", l.ID(), err)
 	}
+	wctx, stop := detached(ctx)
+	defer stop()
+	return l.refresh(wctx)
+}
+
+// refresh sends one refresh write on ctx, bounded by attemptTimeout. The
+// keep-alive calls it on a context that its stop cuts short: a write cut
+// short is remembered like one whose reply was lost.
+func (l *Lock) refresh(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
 		return fmt.Errorf("%w: already released or lost", ErrLockLost)
 	}
-	wctx, stop := detached(ctx)
-	defer stop()
-	wctx, cancel := context.WithTimeout(wctx, attemptTimeout)
+	wctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
+	at := time.Now()
 	now, err := l.locker.clock.Now(wctx)
 	if err != nil {
 		return err
@@ -304,6 +354,9 @@ func (l *Lock) Refresh(ctx context.Context) error {
 	l.id.time, l.id.pending = bson.DateTime(dt), nil
 	l.expires = expires
 	l.doc = doc
+	if !expires.IsZero() {
+		l.setLocalEnd(at, expires)
+	}
 	return nil
 }
 

@@ -535,6 +535,36 @@ func TestProjection(t *testing.T) {
 	_ = l.Release(ctx)
 }
 
+// Issue 18 (seen-2): on a server that honours projection in findAndModify,
+// a projection given through WithFindOptions that leaves out the lock
+// fields must not make an acquire that the server granted fail in the
+// client, leaving the lock with nobody.
+func TestFindOptionsProjectionOnServer(t *testing.T) {
+	requireRealMongoDB(t, "projection in findAndModify")
+	ctx := testCtx(t)
+	coll := newColl(t)
+	seedStates(t, coll)
+	lk := mongolock.New(coll)
+	for _, p := range []bson.D{{{Key: "state", Value: 1}}, {{Key: mongolock.LockKey, Value: 0}, {Key: "n", Value: 0}}} {
+		l, err := lk.TryAcquire(ctx, bson.D{{Key: "_id", Value: 1}}, mongolock.WithFindOptions(options.FindOneAndUpdate().SetProjection(p)))
+		if err != nil {
+			t.Fatalf("projection %v: %v", p, err)
+		}
+		d := l.Document()
+		if _, err := d.LookupErr("n"); err == nil {
+			t.Errorf("projection %v: n returned: %v", p, d)
+		}
+		for _, k := range []string{"_id", "state", mongolock.LockKey, mongolock.LockTimeKey} {
+			if _, err := d.LookupErr(k); err != nil {
+				t.Errorf("projection %v: %s missing: %v", p, k, d)
+			}
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestPipelineUpdateOnRelease(t *testing.T) {
 	requireRealMongoDB(t, "pipeline updates")
 	ctx := testCtx(t)

@@ -60,8 +60,9 @@ type request struct {
 	cfg        config
 	fields     fieldSet
 	filter     bson.Raw
-	update     bson.Raw // the caller's, checked; nil when none
-	projection any
+	update     bson.Raw                        // the caller's, checked; nil when none
+	projection any                             // sanitized: nil for the whole document
+	ownsProj   bool                            // the caller gave a projection: the lock's own replaces it, even with nil
 	find       options.FindOneAndUpdateOptions // resolved, for the holder lookup
 	findOpts   []options.Lister[options.FindOneAndUpdateOptions]
 }
@@ -100,6 +101,14 @@ func (lk *Locker) newRequest(filter any, opts []Option) (*request, error) {
 	if cfg.sort != nil {
 		r.find.Sort = cfg.sort
 	}
+	r.ownsProj = cfg.projection != nil || r.find.Projection != nil
+	if cfg.projection == nil && r.find.Projection != nil {
+		// Sanitized like WithProjection's: a server that honours it would
+		// otherwise take the lock and return a document without it.
+		if r.projection, err = lockProjection(r.find.Projection, r.fields); err != nil {
+			return nil, err
+		}
+	}
 	r.findOpts = append(cfg.findOpts[:len(cfg.findOpts):len(cfg.findOpts)], r.lockOptions())
 	return r, nil
 }
@@ -110,7 +119,7 @@ func (r *request) lockOptions() *options.FindOneAndUpdateOptionsBuilder {
 	if r.cfg.sort != nil {
 		o.SetSort(r.cfg.sort)
 	}
-	if r.projection != nil {
+	if r.ownsProj {
 		o.SetProjection(r.projection)
 	}
 	return o
@@ -145,6 +154,7 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 		nonce = newUUID() // a custom lock id may be shared
 	}
 	var expires time.Time
+	at := time.Now() // before the server time that expires is counted from
 	if r.cfg.lease > 0 {
 		now, err := lk.clock.Now(ctx)
 		if err != nil {
@@ -152,7 +162,7 @@ func (lk *Locker) attempt(ctx context.Context, r *request, look bool) (*Lock, er
 		}
 		expires = now.Add(r.cfg.lease)
 	}
-	a := &acquisition{lockID: lockID, nonce: nonce, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
+	a := &acquisition{lockID: lockID, nonce: nonce, at: at, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
 	var holder bson.Raw
 	for range holderRetries {
 		l, err := lk.take(ctx, r, acquireFilter(r.filter, r.fields, r.cfg.breakLock), a)
@@ -255,7 +265,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisiti
 			return nil, ioError(ctx, "acquiring", err)
 		}
 	}
-	l, err := lk.newLock(r, doc, time.Since(sent))
+	l, err := lk.newLock(r, doc, a, time.Since(sent))
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +329,7 @@ func (lk *Locker) holder(ctx context.Context, r *request) (bson.Raw, error) {
 // the holder record that names this attempt alone.
 type acquisition struct {
 	lockID, nonce string
+	at            time.Time // client monotonic time, no later than the lease's start
 	update        bson.D
 }
 
@@ -379,14 +390,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // newLock makes the Lock from the document the acquiring write returned.
-func (lk *Locker) newLock(r *request, doc bson.Raw, latency time.Duration) (*Lock, error) {
+func (lk *Locker) newLock(r *request, doc bson.Raw, a *acquisition, latency time.Duration) (*Lock, error) {
 	id, err := identityOf(doc, r.fields)
 	if err != nil {
 		return nil, err
 	}
-	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{})}
+	l := &Lock{locker: lk, cfg: r.cfg, fields: r.fields, id: id, doc: doc, acquired: time.Now(), latency: latency, lost: make(chan struct{}), name: a.lockID}
+	if a.nonce != "" {
+		l.name = a.nonce
+	}
 	if h, ok := holderOf(doc, r.fields.lock); ok {
 		l.expires = h.expires
+		if !h.expires.IsZero() {
+			l.setLocalEnd(a.at, h.expires)
+		}
 	}
 	if r.cfg.logger != nil {
 		lk.debug(r.cfg.logger, "lock acquired", "_id", id.docID, "lock_id", id.lockID, "latency", latency)

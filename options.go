@@ -149,8 +149,12 @@ func WithPollInterval(d time.Duration) Option {
 }
 
 // WithMaxWait bounds how long Acquire and Do wait for a locked document; 0
-// means a single attempt. The context's deadline bounds the wait too. The
-// default is 600s, as in the Python original.
+// means a single attempt. The context's deadline bounds the wait too. It
+// holds even against a server that stops answering: a write in flight when
+// the wait ends gets what a cancelled caller's does (10s to finish, 10s more
+// to find out whether it took the lock, which is then given back), so the
+// call returns at most about 25s after the wait's end (a try begun near the
+// end still gets 5s). The default is 600s, as in the Python original.
 func WithMaxWait(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {
@@ -171,7 +175,8 @@ func WithLockedDocument() Option {
 // WithFindOptions passes options to findOneAndUpdate (hint, collation, let,
 // comment, ...). The lock owns ReturnDocument (After) and Upsert (false) and
 // overrides them; WithSort and WithProjection win over the sort and projection
-// given here. The default is none.
+// given here. A projection given here gets the _id and lock fields added,
+// as WithProjection's does. The default is none.
 func WithFindOptions(opts ...options.Lister[options.FindOneAndUpdateOptions]) Option {
 	return func(c *config) {
 		for i, o := range opts {

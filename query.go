@@ -143,9 +143,9 @@ func checkTouched(what, op string, args bson.Raw, f fieldSet) error {
 }
 
 // overlaps reports which lock field, if any, path writes: the field itself, a
-// part of it, or a document that contains it.
+// part of it, or a document that contains it. The release marker counts.
 func (f fieldSet) overlaps(path string) (string, bool) {
-	for _, field := range f.all() {
+	for _, field := range append(f.all(), releasedKey) {
 		if pathsMeet(path, field) {
 			return field, true
 		}
@@ -172,7 +172,7 @@ func pathsMeet(a, b string) bool {
 // checkFieldSet rejects lock fields that would overwrite one another (one
 // is, or contains, another): each must stay readable on its own.
 func checkFieldSet(f fieldSet) error {
-	all := f.all()
+	all := append(f.all(), releasedKey)
 	for i, a := range all {
 		for _, b := range all[i+1:] {
 			if pathsMeet(a, b) {
@@ -429,6 +429,29 @@ func clearUpdate(update any, f fieldSet) any {
 		return out
 	}
 	return bson.D{{Key: "$set", Value: clear}}
+}
+
+// markedClearUpdate is clearUpdate that also writes the release marker:
+// releasedKey set to name, the acquisition's own name, so that a release
+// whose reply was lost can later tell its own work from someone else's.
+func markedClearUpdate(update any, f fieldSet, name string) any {
+	marker := bson.E{Key: releasedKey, Value: name}
+	switch u := clearUpdate(update, f).(type) {
+	case bson.A: // the last stage is the clearing $set; a literal, never a field path
+		last := u[len(u)-1].(bson.D)
+		set := append(last[0].Value.(bson.D), bson.E{Key: releasedKey, Value: bson.D{{Key: "$literal", Value: name}}})
+		u[len(u)-1] = bson.D{{Key: "$set", Value: set}}
+		return u
+	case bson.D:
+		for i, e := range u {
+			if e.Key == "$set" {
+				u[i].Value = append(e.Value.(bson.D), marker)
+			}
+		}
+		return u
+	default:
+		return u
+	}
 }
 
 // lockProjection returns the caller's projection with the _id and lock

@@ -175,6 +175,38 @@ func TestOperatorUpdateRejects(t *testing.T) {
 	}
 }
 
+// Every release write carries the release marker in its clearing $set.
+func TestMarkedClearUpdate(t *testing.T) {
+	cases := []struct {
+		name   string
+		update any
+		want   string
+	}{
+		{"plain", nil, `{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"lock_released":"N"}}`},
+		{"$set merged", bson.M{"$set": bson.M{"state": "DONE"}}, `{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"state":"DONE","lock_released":"N"}}`},
+		{"other operator", bson.D{{Key: "$inc", Value: bson.D{{Key: "runs", Value: 1}}}}, `{"$inc":{"runs":1},"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"lock_released":"N"}}`},
+		{"pipeline", bson.A{bson.M{"$unset": "tmp"}},
+			`{"pipeline":[{"$unset":"tmp"},{"$set":{"lock_id":null,"lock_time":null,"lock_holder":null,"lock_released":{"$literal":"N"}}}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := releaseUpdate(tc.update, defaultFields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ext(t, markedClearUpdate(u, defaultFields, "N")); got != tc.want {
+				t.Errorf("\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+	if err := checkFieldSet(fieldSet{lock: releasedKey, time: "t"}); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("the release marker as a lock field: %v; want ErrInvalidOption", err)
+	}
+	if _, err := releaseUpdate(bson.M{"$set": bson.M{releasedKey: 1}}, defaultFields); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("an update on release that writes the release marker: %v; want ErrInvalidOption", err)
+	}
+}
+
 func TestReleaseUpdate(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -332,5 +364,46 @@ func TestNewUUID(t *testing.T) {
 			t.Fatalf("bad or repeated UUID %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+// Issue 18 (seen-2): a projection given through WithFindOptions is merged
+// like WithProjection's, so that the acquiring write always returns the
+// lock fields; WithProjection still wins.
+func TestFindOptionsProjection(t *testing.T) {
+	lk := &Locker{base: defaultConfig()}
+	state := bson.D{{Key: "state", Value: 1}}
+	cases := []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{"inclusion", []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(state))},
+			`{"state":1,"lock_id":1,"lock_time":1,"lock_holder":1}`},
+		{"excludes a lock field", []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(bson.D{{Key: "lock_id", Value: 0}}))}, "nil"},
+		{"WithProjection wins", []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(bson.D{{Key: "n", Value: 1}})), WithProjection([]string{"state"})},
+			`{"state":1,"lock_id":1,"lock_time":1,"lock_holder":1}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := lk.newRequest(bson.D{}, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var o options.FindOneAndUpdateOptions
+			for _, l := range r.findOpts {
+				for _, set := range l.List() {
+					if err := set(&o); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if got := ext(t, o.Projection); got != tc.want {
+				t.Errorf("projection sent: %s, want %s", got, tc.want)
+			}
+		})
+	}
+	if _, err := lk.newRequest(bson.D{}, []Option{WithFindOptions(options.FindOneAndUpdate().SetProjection(3))}); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("a projection that is not a document: %v; want ErrInvalidOption", err)
 	}
 }

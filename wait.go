@@ -61,7 +61,10 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 	for {
 		if next != waitOn && next != pollNow {
 			look := looked.IsZero() || next == handed || time.Since(looked) >= lookEvery
-			l, err := lk.attempt(ctx, r, look)
+			tctx, cancel := tryContext(ctx, deadline)
+			l, err := lk.attempt(tctx, r, look)
+			ctxErr := endedBy(tctx, err) // before cancel, which ends tctx too
+			cancel()
 			tried = true
 			lk.observeAttempt(r, l, err, time.Since(start))
 			var locked *LockedDocumentError
@@ -79,10 +82,13 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 				lk.waiters.wakeAll(w) // they wait for nothing too
 				return nil, err
 			default:
-				if ctxErr := endedBy(ctx, err); ctxErr != nil && lk.waiters.lastHolder(w) != nil {
+				switch {
+				case ctxErr != nil && lk.waiters.lastHolder(w) != nil:
 					// The wait ran out during a try: report it as a wait
 					// that ran out, naming the holder.
 					return nil, lk.gaveUp(ctx, r, w, ctxErr, start)
+				case ctxErr != nil && !errors.Is(err, ctxErr):
+					return nil, fmt.Errorf("%w (%w)", err, ctxErr)
 				}
 				return nil, err
 			}
@@ -117,6 +123,22 @@ func (lk *Locker) acquire(ctx context.Context, r *request) (*Lock, error) {
 			next = lk.waiters.next(w, false)
 		}
 	}
+}
+
+// tryContext bounds one try by the wait's end, so that a server that stops
+// answering cannot hold a wait past it: a write then in flight gets what a
+// cancelled caller's does (graceAfterCancel to finish, cleanupTimeout to ask
+// whether it took the lock, which is then given back). A try begun near the
+// end still gets attemptTimeout, so that it can read the holder it names.
+func tryContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, later(deadline, time.Now().Add(attemptTimeout)))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // errStillLocked is what a try that does not look reports when it takes
