@@ -243,6 +243,11 @@ func (g *Group) leave() {
 func (g *Group) own(ctx context.Context, lk *Locker, r *request, locked *LockedDocumentError) (*Lock, error) {
 	mine := g.heldIn(lk, r)
 	if l := ownLock(mine, locked.Document.Lookup("_id"), locked.LockID); l != nil || len(mine) == 0 {
+		if l == nil && locked.LockID != "" {
+			// Lock ids are unique: a holder that is one of the group's locks,
+			// taken through another client of the same deployment, is ours.
+			l = ownLock(g.withField(r.fields.lock), locked.Document.Lookup("_id"), locked.LockID)
+		}
 		return l, nil
 	}
 	ids := docIDs(mine)
@@ -276,6 +281,20 @@ func (g *Group) heldIn(lk *Locker, r *request) []*Lock {
 	return mine
 }
 
+// withField returns the group's locks under the lock field lock, in any
+// collection.
+func (g *Group) withField(lock string) []*Lock {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*Lock
+	for _, l := range g.locks {
+		if l.fields.lock == lock {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // docIDs returns the _ids of the locked documents.
 func docIDs(locks []*Lock) bson.A {
 	ids := make(bson.A, len(locks))
@@ -295,8 +314,12 @@ func ownLock(mine []*Lock, docID bson.RawValue, lockID string) *Lock {
 	return nil
 }
 
+// sameCollection reports whether two Lockers lock the same collection: the
+// same client (a same-named collection on another deployment is another
+// collection) and the same database and collection names.
 func sameCollection(a, b *Locker) bool {
-	return a.coll.Name() == b.coll.Name() && a.coll.Database().Name() == b.coll.Database().Name()
+	return a.coll.Database().Client() == b.coll.Database().Client() &&
+		a.coll.Name() == b.coll.Name() && a.coll.Database().Name() == b.coll.Database().Name()
 }
 
 // releaseAll ends the group: it stops the keep-alives and releases every
