@@ -58,7 +58,8 @@
 // step's time, in each of these. Locker.Work runs workers that call Step until no
 // document matches. DoAll locks several documents (a job, its flow, its
 // descendants) all or nothing: Group.Lock makes one attempt, and a group
-// that meets a lock releases everything before it waits, so groups cannot
-// deadlock whatever their order. example_test.go has both as runnable
+// that meets a lock releases everything before it waits for that document,
+// so groups cannot deadlock whatever their order, and runs fn again already
+// holding it. example_test.go has both as runnable
 // examples.
 package mongolock
