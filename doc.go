@@ -56,11 +56,13 @@
 // document (its remote.retry_time_limit not after the server's time),
 // runs fn, and writes the outcome in the releasing write: fn's update and
 // the bookkeeping reset on success; remote.step_attempts + 1, a retry time
-// and remote.error on failure; REMOTE_ERROR when the attempts run out
-// (WithRetry, Permanent). Locker.Work runs workers that call Step until no
+// and remote.error on failure; REMOTE_ERROR and remote.error, the count kept,
+// when the attempts run out (WithRetry, Permanent); and updated_on, the
+// step's time, in each of these. Locker.Work runs workers that call Step until no
 // document matches. DoAll locks several documents (a job, its flow, its
 // descendants) all or nothing: Group.Lock makes one attempt, and a group
-// that meets a lock releases everything before it waits, so groups cannot
-// deadlock whatever their order. example_test.go has both as runnable
+// that meets a lock releases everything before it waits for that document,
+// so groups cannot deadlock whatever their order, and runs fn again already
+// holding it. example_test.go has both as runnable
 // examples.
 package mongolock

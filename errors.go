@@ -52,9 +52,37 @@ type LockedDocumentError struct {
 	Document bson.Raw
 }
 
+// Error names the document, the lock id and the lock time, leaving out what
+// the error does not know (a value built by hand, or nil).
 func (e *LockedDocumentError) Error() string {
-	return fmt.Sprintf("document %s is locked with lock_id %s since %s",
-		idString(e.Document.Lookup("_id")), e.LockID, formatTime(e.LockTime))
+	return "document" + e.details(" ", "_id") + " is locked" + e.holder()
+}
+
+// details is sep and the value of e.Document's field, or "" when e has none.
+func (e *LockedDocumentError) details(sep, field string) string {
+	if e == nil || len(e.Document) == 0 {
+		return ""
+	}
+	v, err := e.Document.LookupErr(field)
+	if err != nil {
+		return ""
+	}
+	return sep + idString(v)
+}
+
+// holder is " with lock_id X since T", each part only when known.
+func (e *LockedDocumentError) holder() string {
+	if e == nil {
+		return ""
+	}
+	s := ""
+	if e.LockID != "" {
+		s += " with lock_id " + e.LockID
+	}
+	if !e.LockTime.IsZero() {
+		s += " since " + formatTime(e.LockTime)
+	}
+	return s
 }
 
 // Is makes errors.Is(err, ErrLocked) true.
@@ -75,11 +103,23 @@ func JobLockedErrorFromDoc(doc bson.Raw, msg string) *JobLockedError {
 }
 
 func (e *JobLockedError) Error() string {
+	if e == nil {
+		return jobflowMessage("Job", "db_id", nil, "")
+	}
 	return jobflowMessage("Job", "db_id", e.LockedDocumentError, e.Msg)
 }
 
-// Unwrap returns the *LockedDocumentError, so errors.Is(err, ErrLocked) holds.
-func (e *JobLockedError) Unwrap() error { return e.LockedDocumentError }
+// Is makes errors.Is(err, ErrLocked) true, also for a value built from a
+// message alone.
+func (e *JobLockedError) Is(target error) bool { return target == ErrLocked }
+
+// Unwrap returns the *LockedDocumentError, or nil when there is none.
+func (e *JobLockedError) Unwrap() error {
+	if e == nil || e.LockedDocumentError == nil {
+		return nil
+	}
+	return e.LockedDocumentError
+}
 
 // FlowLockedError reports that a jobflow-remote Flow document is locked. It
 // wraps the *LockedDocumentError built from the document.
@@ -96,17 +136,29 @@ func FlowLockedErrorFromDoc(doc bson.Raw, msg string) *FlowLockedError {
 }
 
 func (e *FlowLockedError) Error() string {
+	if e == nil {
+		return jobflowMessage("Flow", "uuid", nil, "")
+	}
 	return jobflowMessage("Flow", "uuid", e.LockedDocumentError, e.Msg)
 }
 
-// Unwrap returns the *LockedDocumentError, so errors.Is(err, ErrLocked) holds.
-func (e *FlowLockedError) Unwrap() error { return e.LockedDocumentError }
+// Is makes errors.Is(err, ErrLocked) true, also for a value built from a
+// message alone.
+func (e *FlowLockedError) Is(target error) bool { return target == ErrLocked }
+
+// Unwrap returns the *LockedDocumentError, or nil when there is none.
+func (e *FlowLockedError) Unwrap() error {
+	if e == nil || e.LockedDocumentError == nil {
+		return nil
+	}
+	return e.LockedDocumentError
+}
 
 // jobflowMessage is jobflow-remote's message for a locked document of kind
-// what, named by its idField; msg, when not empty, ends it.
+// what, named by its idField; msg, when not empty, ends it. What e does not
+// know (it may be nil) is left out.
 func jobflowMessage(what, idField string, e *LockedDocumentError, msg string) string {
-	s := fmt.Sprintf("%s with %s %s is locked with lock_id %s since %s.",
-		what, idField, idString(e.Document.Lookup(idField)), e.LockID, formatTime(e.LockTime))
+	s := what + e.details(" with "+idField+" ", idField) + " is locked" + e.holder() + "."
 	if msg != "" {
 		s += " " + msg
 	}

@@ -83,3 +83,50 @@ func TestErrorMatching(t *testing.T) {
 		t.Error("a locked error matches only ErrLocked")
 	}
 }
+
+// Error values built by hand (zero, nil, or from a message alone, as Python
+// builds JobLockedError("...")) print a message, unwrap and match ErrLocked
+// without panicking.
+func TestErrorValuesNeverPanic(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"LockedDocumentError zero", &mongolock.LockedDocumentError{}, "document is locked"},
+		{"LockedDocumentError nil", (*mongolock.LockedDocumentError)(nil), "document is locked"},
+		{"LockedDocumentError id only", &mongolock.LockedDocumentError{LockID: "x"}, "document is locked with lock_id x"},
+		{"JobLockedError zero", &mongolock.JobLockedError{}, "Job is locked."},
+		{"JobLockedError message only", &mongolock.JobLockedError{Msg: "m"}, "Job is locked. m"},
+		{"JobLockedError nil", (*mongolock.JobLockedError)(nil), "Job is locked."},
+		{"FlowLockedError zero", &mongolock.FlowLockedError{}, "Flow is locked."},
+		{"FlowLockedError message only", &mongolock.FlowLockedError{Msg: "m"}, "Flow is locked. m"},
+		{"FlowLockedError nil", (*mongolock.FlowLockedError)(nil), "Flow is locked."},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("panic: %v", p)
+				}
+			}()
+			if got := tc.err.Error(); got != tc.want {
+				t.Errorf("Error() = %q, want %q", got, tc.want)
+			}
+			if !errors.Is(tc.err, mongolock.ErrLocked) {
+				t.Errorf("does not match ErrLocked")
+			}
+			if errors.Is(tc.err, mongolock.ErrNotFound) {
+				t.Errorf("matches ErrNotFound")
+			}
+			var ld *mongolock.LockedDocumentError
+			_ = errors.As(tc.err, &ld)
+			if u, ok := tc.err.(interface{ Unwrap() error }); ok {
+				if w := u.Unwrap(); w != nil {
+					_ = w.Error()
+				}
+			}
+			_ = fmt.Sprintf("%v %+v", tc.err, tc.err)
+		})
+	}
+}

@@ -266,9 +266,9 @@ func ExampleLocker_Work() {
 	// Output:
 	// Work: <nil>
 	// job 1: DONE, step_attempts 0, error ""
-	// job 2: REMOTE_ERROR, step_attempts 3, error "the input is broken"
+	// job 2: REMOTE_ERROR, step_attempts 2, error "the input is broken"
 	// job 3: DONE, step_attempts 0, error ""
-	// job 4: REMOTE_ERROR, step_attempts 1, error "no input"
+	// job 4: REMOTE_ERROR, step_attempts 0, error "no input"
 }
 
 // A job and its flow updated together: both locked, or neither; both

@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,8 @@ type Group struct {
 
 	mu      sync.Mutex
 	done    bool
-	locks   []*Lock // in order of acquisition
+	locks   []*Lock    // in order of acquisition
+	reqs    []*request // the request of each lock, for the next round
 	stops   []func()
 	blocked []blocked // the calls that met a lock, for the wait
 }
@@ -46,9 +48,16 @@ type blocked struct {
 //     joined.
 //   - fn returns an error matching ErrLocked (a g.Lock found a document
 //     locked by someone else): every lock of the group is released without
-//     updates, DoAll waits (back-off from 10ms capped by WithPollInterval,
-//     with jitter, woken early when a Locker whose lock fn met releases
-//     one) and runs fn again from the start. fn must be safe to run again.
+//     updates; holding nothing, DoAll waits for the document the last
+//     g.Lock met as Acquire does (the Locker's queue, hand-off), then makes
+//     one attempt, without waiting, on each other document the run locked,
+//     and runs fn again from the start already holding them: g.Lock on them
+//     returns the held lock. A document found locked by those attempts is
+//     waited for in turn, after releasing everything, so a group never
+//     waits while it holds anything. A lock fn does not ask for again is
+//     released unchanged at the end. When fn's ErrLocked came from no
+//     g.Lock, DoAll waits a back-off (10ms doubling, capped by
+//     WithPollInterval, with jitter). fn must be safe to run again.
 //     When WithMaxWait (default 600s) or ctx runs out, the error matches
 //     fn's last error (and so the holder's *LockedDocumentError) and ctx's
 //     error, context.DeadlineExceeded when the wait ran out.
@@ -76,8 +85,13 @@ func DoAll(ctx context.Context, fn func(ctx context.Context, g *Group) error, op
 	defer z.stop()
 	var lastLocked error // fn's error of the last round that met a lock
 	var last blocked     // the last Lock call that met a lock, for the observer
+	var pre []member     // what the next round starts holding
 	for round := 0; ; round++ {
 		g := newGroup(ctx)
+		for _, m := range pre {
+			g.add(m.l, m.r) // a new group is not done: add cannot fail
+		}
+		pre = nil
 		fnErr := g.run(fn)
 		if fnErr == nil {
 			err := g.releaseAll(ctx, true)
@@ -104,6 +118,22 @@ func DoAll(ctx context.Context, fn func(ctx context.Context, g *Group) error, op
 			}
 			return fnErr
 		}
+		if b, ok := g.lastBlocked(); ok {
+			// Holding nothing now, wait in the Locker's queue for the
+			// document fn met, and run fn again holding it.
+			g.leave()
+			held, err := gather(ctx, b, g.members(), deadline)
+			switch {
+			case err == nil:
+				pre = held
+			case errors.Is(err, ErrNotFound): // gone: let fn say what it finds
+			case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+				return gaveUp(last, fnErr, endedByCtx(ctx, err), start)
+			default:
+				return err
+			}
+			continue
+		}
 		var ctxErr error
 		if left := time.Until(deadline); left <= 0 {
 			ctxErr = context.DeadlineExceeded
@@ -115,6 +145,93 @@ func DoAll(ctx context.Context, fn func(ctx context.Context, g *Group) error, op
 			return gaveUp(last, fnErr, ctxErr, start)
 		}
 	}
+}
+
+// member is a lock of a group and the Locker and request that took it.
+type member struct {
+	lk *Locker
+	r  *request
+	l  *Lock
+}
+
+// gather prepares the next round of a group that met a lock, holding
+// nothing: it waits for the document b met, then makes one attempt (no
+// wait) on each other document the round had locked or met, so that fn runs again only
+// when it can expect to find what it needs. A document found locked there
+// makes gather release everything and wait for that one in turn. It never
+// waits while it holds anything.
+func gather(ctx context.Context, b blocked, prev []member, deadline time.Time) ([]member, error) {
+	prev = append(prev, member{lk: b.lk, r: b.r})
+	for {
+		l, err := awaitBlocker(ctx, b, deadline)
+		if err != nil {
+			return nil, err
+		}
+		held := []member{{lk: b.lk, r: b.r, l: l}}
+		var next *blocked
+		for _, m := range prev {
+			if sameCollection(m.lk, b.lk) && m.r.fields.lock == b.r.fields.lock && bytes.Equal(m.r.filter, b.r.filter) {
+				continue // the one just waited for
+			}
+			l, err := m.lk.attempt(ctx, m.r, true)
+			m.lk.observeAttempt(m.r, l, err, 0)
+			var locked *LockedDocumentError
+			if err == nil {
+				held = append(held, member{lk: m.lk, r: m.r, l: l})
+				continue
+			}
+			if errors.As(err, &locked) && !ownedBy(held, locked) {
+				next = &blocked{lk: m.lk, r: m.r, lockID: locked.LockID}
+			}
+			break // fn finds out the rest
+		}
+		if next == nil {
+			return held, nil
+		}
+		var errs []error
+		for i := len(held) - 1; i >= 0; i-- {
+			errs = append(errs, held[i].l.release(ctx, releaseAction{}))
+		}
+		if err := errors.Join(errs...); err != nil && !onlyLost(err) {
+			return nil, err
+		}
+		b = *next
+	}
+}
+
+// ownedBy reports whether the holder an attempt met is one of held.
+func ownedBy(held []member, locked *LockedDocumentError) bool {
+	for _, m := range held {
+		if m.l.ID() == locked.LockID {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitBlocker waits, as Acquire does (the Locker's queue and hand-off), for
+// the document a Lock call of the group met, until DoAll's deadline.
+func awaitBlocker(ctx context.Context, b blocked, deadline time.Time) (*Lock, error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	r := *b.r
+	r.cfg.maxWait = left // DoAll's WithMaxWait, not the Locker's
+	r.cfg.observer = nil // DoAll reports its own give-up
+	return b.lk.acquire(ctx, &r)
+}
+
+// endedByCtx is ctx's error if ctx ended, else the context error err
+// matches.
+func endedByCtx(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, context.Canceled) {
+		return context.Canceled
+	}
+	return context.DeadlineExceeded
 }
 
 func newGroup(ctx context.Context) *Group {
@@ -187,7 +304,7 @@ func (g *Group) Lock(ctx context.Context, lk *Locker, filter any, opts ...Option
 	if err != nil {
 		return nil, err
 	}
-	if !g.add(l, r.cfg.refreshEvery()) {
+	if !g.add(l, r) {
 		return nil, errors.Join(errGroupDone, l.release(ctx, releaseAction{}))
 	}
 	return l, nil
@@ -201,17 +318,29 @@ func (g *Group) finished() bool {
 	return g.done
 }
 
-// add makes l a member and keeps its lease alive; false when fn has
-// returned meanwhile.
-func (g *Group) add(l *Lock, every time.Duration) bool {
+// add makes l, taken by r, a member and keeps its lease alive; false when
+// fn has returned meanwhile.
+func (g *Group) add(l *Lock, r *request) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.done {
 		return false
 	}
 	g.locks = append(g.locks, l)
-	g.stops = append(g.stops, l.keepAlive(g.ctx, g.cancel, every))
+	g.reqs = append(g.reqs, r)
+	g.stops = append(g.stops, l.keepAlive(g.ctx, g.cancel, r.cfg.refreshEvery()))
 	return true
+}
+
+// members returns the Lockers and requests of the group's locks, in order.
+func (g *Group) members() []member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]member, len(g.locks))
+	for i, l := range g.locks {
+		out[i] = member{lk: l.locker, r: g.reqs[i]}
+	}
+	return out
 }
 
 // block records a call that met another holder, and joins its Locker's
@@ -243,6 +372,11 @@ func (g *Group) leave() {
 func (g *Group) own(ctx context.Context, lk *Locker, r *request, locked *LockedDocumentError) (*Lock, error) {
 	mine := g.heldIn(lk, r)
 	if l := ownLock(mine, locked.Document.Lookup("_id"), locked.LockID); l != nil || len(mine) == 0 {
+		if l == nil && locked.LockID != "" {
+			// Lock ids are unique: a holder that is one of the group's locks,
+			// taken through another client of the same deployment, is ours.
+			l = ownLock(g.withField(r.fields.lock), locked.Document.Lookup("_id"), locked.LockID)
+		}
 		return l, nil
 	}
 	ids := docIDs(mine)
@@ -276,6 +410,20 @@ func (g *Group) heldIn(lk *Locker, r *request) []*Lock {
 	return mine
 }
 
+// withField returns the group's locks under the lock field lock, in any
+// collection.
+func (g *Group) withField(lock string) []*Lock {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*Lock
+	for _, l := range g.locks {
+		if l.fields.lock == lock {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // docIDs returns the _ids of the locked documents.
 func docIDs(locks []*Lock) bson.A {
 	ids := make(bson.A, len(locks))
@@ -295,8 +443,12 @@ func ownLock(mine []*Lock, docID bson.RawValue, lockID string) *Lock {
 	return nil
 }
 
+// sameCollection reports whether two Lockers lock the same collection: the
+// same client (a same-named collection on another deployment is another
+// collection) and the same database and collection names.
 func sameCollection(a, b *Locker) bool {
-	return a.coll.Name() == b.coll.Name() && a.coll.Database().Name() == b.coll.Database().Name()
+	return a.coll.Database().Client() == b.coll.Database().Client() &&
+		a.coll.Name() == b.coll.Name() && a.coll.Database().Name() == b.coll.Database().Name()
 }
 
 // releaseAll ends the group: it stops the keep-alives and releases every

@@ -233,8 +233,9 @@ func TestDoAllWaitsForLockedDescendant(t *testing.T) {
 		return mongolock.DoAll(gctx, rerun(jobsLk, flowsLk, &runs), mongolock.WithPollInterval(50*time.Millisecond))
 	})
 	g.Go(func() error {
-		// Between its runs, the group holds nothing.
-		for runs.Load() < 3 || anyLocked(gctx, held.ID(), jobs, flows) {
+		// While it waits for the locked descendant, the group holds nothing
+		// (it runs fn again only once it has it).
+		for runs.Load() < 1 || anyLocked(gctx, held.ID(), jobs, flows) {
 			if err := gctx.Err(); err != nil {
 				return err
 			}
@@ -522,7 +523,7 @@ func (s *spanLog) add(start, end int64) {
 
 // seedCrossed makes the two collections: b's name is a's with "_b", so that
 // child processes find it.
-func seedCrossed(t *testing.T) (as, bs *mongo.Collection) {
+func seedCrossed(t testing.TB) (as, bs *mongo.Collection) {
 	as = newColl(t)
 	bs = as.Database().Collection(as.Name() + "_b")
 	t.Cleanup(func() { _ = bs.Drop(context.Background()) })

@@ -21,9 +21,9 @@ import (
 type Retry struct {
 	// MaxAttempts is how many failed steps are counted and retried: the
 	// failure that finds the document's count already at MaxAttempts gives
-	// up, as jobflow-remote's max_step_attempts does. The default is 3 (so a
-	// step is tried 4 times in all, pausing after each of the first three
-	// failures).
+	// up and leaves the count at MaxAttempts, as jobflow-remote's
+	// max_step_attempts does. The default is 3 (so a step is tried 4 times in
+	// all, pausing after each of the first three failures).
 	MaxAttempts int
 	// Delays[i] is the pause after failure number i+1 before the document is
 	// due again; the last one repeats. The default is 30s, 5m, 20m.
@@ -36,6 +36,11 @@ type Retry struct {
 	// ErrorField holds the last failure's message. The default is
 	// "remote.error".
 	ErrorField string
+	// UpdatedField is set to the time of the step, by the server's clock,
+	// whenever a step writes (success, failure, give-up), as jobflow-remote
+	// sets updated_on, on which its listings filter and sort. The default is
+	// "updated_on".
+	UpdatedField string
 	// GiveUp returns the update (an operator document or pipeline, as for
 	// SetUpdateOnRelease) written when the attempts run out or fn returned
 	// Permanent(err); doc is the locked document and err fn's error. The
@@ -114,10 +119,14 @@ func (lk *Locker) newStep(filter any, opts []Option) (*stepRequest, error) {
 //     caller's ctx ended and fn returned its error: released unchanged, no
 //     attempt counted;
 //   - fn returns Permanent(err), or fails when the document's count is
-//     already at MaxAttempts: GiveUp's update, the attempts + 1 and the
-//     error's message;
+//     already at MaxAttempts: GiveUp's update and the error's message; the
+//     count is left as it was, as jobflow-remote leaves it;
 //   - any other error: the attempts + 1, the not-before time = the server's
 //     time + the policy's pause, the error's message.
+//
+// Each of these three also sets UpdatedField to the server's time of the
+// step (the not-before time is that time + the pause), as jobflow-remote's
+// runner sets updated_on; a step released unchanged writes nothing.
 //
 // Step never waits: it returns ErrNotFound when no due document matches (one
 // waiting for its not-before time does not count) and ErrLocked when every due
@@ -198,7 +207,6 @@ func (lk *Locker) stepRelease(ctx context.Context, s *stepRequest, l *Lock, fnEr
 	attempts := attemptsOf(doc, s.policy.AttemptsField)
 	o := classify(fnErr, interrupted, attempts, s.policy.MaxAttempts)
 	var user any
-	var now time.Time
 	switch o {
 	case stepUnchanged:
 		return releaseAction{}, o, nil
@@ -215,13 +223,16 @@ func (lk *Locker) stepRelease(ctx context.Context, s *stepRequest, l *Lock, fnEr
 		if user, err = releaseUpdate(s.giveUp(doc, fnErr), l.fields); err != nil {
 			return releaseAction{}, o, fmt.Errorf("Retry.GiveUp: %w", err)
 		}
-	case stepRetry:
-		wctx, stop := detached(ctx) // the clock is sampled about once a minute
-		defer stop()
-		var err error
-		if now, err = lk.clock.Now(wctx); err != nil {
-			return releaseAction{}, o, err
-		}
+	}
+	// The step's time by the server's clock estimate, not $currentDate: one
+	// instant for updated_on and the not-before base (as Python's one
+	// utcnow), a plain $set that pipelines and dotted paths on every server
+	// take, and the clock is sampled only about once a minute.
+	wctx, stop := detached(ctx)
+	defer stop()
+	now, err := lk.clock.Now(wctx)
+	if err != nil {
+		return releaseAction{}, o, err
 	}
 	msg := ""
 	if fnErr != nil {

@@ -153,8 +153,8 @@ func TestStepFailureBacksOff(t *testing.T) {
 }
 
 // The attempt that finds the count at MaxAttempts gives up: jobflow-remote's
-// REMOTE_ERROR with previous_state, attempts + 1, the message; the
-// not-before time is left as it was.
+// REMOTE_ERROR with previous_state, the message; the count and the
+// not-before time are left as they were.
 func TestStepGivesUp(t *testing.T) {
 	ctx := testCtx(t)
 	coll := newColl(t)
@@ -170,7 +170,7 @@ func TestStepGivesUp(t *testing.T) {
 		t.Fatalf("Step returned %v, want fn's error", err)
 	}
 	got := fields(rawDoc(t, coll, 1), "state", "previous_state", "remote.step_attempts", "remote.error", "remote.retry_time_limit", mongolock.LockKey)
-	want := fmt.Sprintf("state=REMOTE_ERROR previous_state=CHECKED_OUT remote.step_attempts=4 remote.error=upload: boom remote.retry_time_limit=%v lock_id=<nil>", past.Time().UTC())
+	want := fmt.Sprintf("state=REMOTE_ERROR previous_state=CHECKED_OUT remote.step_attempts=3 remote.error=upload: boom remote.retry_time_limit=%v lock_id=<nil>", past.Time().UTC())
 	if got != want {
 		t.Errorf("after giving up:\n%s\nwant\n%s", got, want)
 	}
@@ -187,13 +187,13 @@ func TestStepPermanent(t *testing.T) {
 		t.Fatalf("Step returned %v, want fn's error", err)
 	}
 	got := fields(rawDoc(t, coll, 1), "state", "previous_state", "remote.step_attempts", "remote.error", "remote.retry_time_limit")
-	if want := "state=REMOTE_ERROR previous_state=READY remote.step_attempts=1 remote.error=bad input: boom remote.retry_time_limit=<missing>"; got != want {
+	if want := "state=REMOTE_ERROR previous_state=READY remote.step_attempts=<missing> remote.error=bad input: boom remote.retry_time_limit=<missing>"; got != want {
 		t.Errorf("after a permanent failure:\n%s\nwant\n%s", got, want)
 	}
 }
 
-// Custom fields and GiveUp; the GiveUp update is merged with the count and
-// the message.
+// Custom fields and GiveUp; the GiveUp update is merged with the message
+// and the step's time.
 func TestStepCustomRetry(t *testing.T) {
 	ctx := testCtx(t)
 	coll := newColl(t)
@@ -210,7 +210,7 @@ func TestStepCustomRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fields(rawDoc(t, coll, "a"), "status", "cause", "failures", "tries", "why", "after", "remote")
-	if want := "status=failed cause=boom failures=1 tries=2 why=boom after=<missing> remote=<missing>"; got != want {
+	if want := "status=failed cause=boom failures=1 tries=1 why=boom after=<missing> remote=<missing>"; got != want {
 		t.Errorf("after a custom give-up:\n%s\nwant\n%s", got, want)
 	}
 	if gaveUpOn.Lookup("_id").StringValue() != "a" {

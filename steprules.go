@@ -19,6 +19,7 @@ const (
 	defaultAttemptsField  = "remote.step_attempts"
 	defaultNotBeforeField = "remote.retry_time_limit"
 	defaultErrorField     = "remote.error"
+	defaultUpdatedField   = "updated_on"
 	giveUpState           = "REMOTE_ERROR"
 )
 
@@ -36,7 +37,7 @@ func (r Retry) check() error {
 		}
 	}
 	d := r.withDefaults()
-	names := []string{d.AttemptsField, d.NotBeforeField, d.ErrorField}
+	names := d.bookFields()
 	for i, name := range names {
 		if err := checkFieldName(name); err != nil {
 			return invalid("WithRetry: %v", err)
@@ -67,12 +68,20 @@ func (r Retry) withDefaults() Retry {
 	if r.ErrorField == "" {
 		r.ErrorField = defaultErrorField
 	}
+	if r.UpdatedField == "" {
+		r.UpdatedField = defaultUpdatedField
+	}
 	return r
+}
+
+// bookFields are the fields the bookkeeping writes.
+func (r Retry) bookFields() []string {
+	return []string{r.AttemptsField, r.NotBeforeField, r.ErrorField, r.UpdatedField}
 }
 
 // checkFields rejects bookkeeping fields that overlap the lock's own.
 func (r Retry) checkFields(f fieldSet) error {
-	for _, name := range []string{r.AttemptsField, r.NotBeforeField, r.ErrorField} {
+	for _, name := range r.bookFields() {
 		if field, ok := f.overlaps(name); ok {
 			return invalid("WithRetry: field %q overlaps the lock field %q", name, field)
 		}
@@ -107,7 +116,7 @@ const (
 	stepUnchanged stepOutcome = iota // released as it was; no attempt counted
 	stepSucceeded                    // fn's update, bookkeeping reset
 	stepRetry                        // attempts + 1, not-before, error
-	stepGiveUp                       // GiveUp's update, attempts + 1, error
+	stepGiveUp                       // GiveUp's update, error; attempts kept
 )
 
 func (o stepOutcome) String() string {
@@ -143,17 +152,21 @@ func attemptsOf(doc bson.Raw, field string) int64 {
 }
 
 // bookkeeping is the $set that records an outcome in the document's
-// fields: a success resets them, a failure counts it and stores its message,
-// and a retry sets the not-before time to now + the policy's pause.
+// fields, as jobflow-remote's lock_job_for_update writes it: a success
+// resets them, a retry counts the failure, stores its message and sets the
+// not-before time to now + the policy's pause, a give-up stores the message
+// and leaves the count as it was. Each stamps the updated field with now, the
+// step's time.
 func bookkeeping(r Retry, o stepOutcome, attempts int64, now time.Time, msg string) bson.D {
+	at := bson.E{Key: r.UpdatedField, Value: bson.NewDateTimeFromTime(now)}
 	switch o {
 	case stepSucceeded:
-		return bson.D{{Key: r.AttemptsField, Value: int32(0)}, {Key: r.NotBeforeField, Value: nil}, {Key: r.ErrorField, Value: nil}}
+		return bson.D{{Key: r.AttemptsField, Value: int32(0)}, {Key: r.NotBeforeField, Value: nil}, {Key: r.ErrorField, Value: nil}, at}
 	case stepRetry:
 		next := bson.NewDateTimeFromTime(now.Add(r.pause(attempts)))
-		return bson.D{{Key: r.AttemptsField, Value: count(attempts + 1)}, {Key: r.NotBeforeField, Value: next}, {Key: r.ErrorField, Value: msg}}
+		return bson.D{{Key: r.AttemptsField, Value: count(attempts + 1)}, {Key: r.NotBeforeField, Value: next}, {Key: r.ErrorField, Value: msg}, at}
 	case stepGiveUp:
-		return bson.D{{Key: r.AttemptsField, Value: count(attempts + 1)}, {Key: r.ErrorField, Value: msg}}
+		return bson.D{{Key: r.ErrorField, Value: msg}, at}
 	}
 	return nil
 }

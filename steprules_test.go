@@ -26,7 +26,7 @@ var stepNow = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 func TestRetryDefaultsAndCheck(t *testing.T) {
 	d := Retry{}.withDefaults()
 	if d.MaxAttempts != 3 || fmt.Sprint(d.Delays) != "[30s 5m0s 20m0s]" ||
-		d.AttemptsField != "remote.step_attempts" || d.NotBeforeField != "remote.retry_time_limit" || d.ErrorField != "remote.error" {
+		d.AttemptsField != "remote.step_attempts" || d.NotBeforeField != "remote.retry_time_limit" || d.ErrorField != "remote.error" || d.UpdatedField != "updated_on" {
 		t.Errorf("defaults = %+v, want jobflow-remote's", d)
 	}
 	cases := []struct {
@@ -44,6 +44,9 @@ func TestRetryDefaultsAndCheck(t *testing.T) {
 		{"same fields", Retry{AttemptsField: "x", ErrorField: "x"}, false},
 		{"nested fields", Retry{AttemptsField: "remote", ErrorField: "remote.error"}, false},
 		{"default beside custom", Retry{AttemptsField: "remote.retry_time_limit.n"}, false},
+		{"updated field $set", Retry{UpdatedField: "$set"}, false},
+		{"updated field inside another", Retry{UpdatedField: "remote.error.at"}, false},
+		{"updated field custom", Retry{UpdatedField: "meta.touched"}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,6 +62,9 @@ func TestRetryDefaultsAndCheck(t *testing.T) {
 	}
 	if err := (Retry{ErrorField: "remote.lock"}).withDefaults().checkFields(f); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("bookkeeping on the lock field: %v, want ErrInvalidOption", err)
+	}
+	if err := (Retry{UpdatedField: "remote.lock"}).withDefaults().checkFields(f); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("updated field on the lock field: %v, want ErrInvalidOption", err)
 	}
 	if err := (Retry{AttemptsField: "remote"}).withDefaults().checkFields(f); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("bookkeeping around the lock field: %v, want ErrInvalidOption", err)
@@ -176,11 +182,12 @@ func TestBookkeeping(t *testing.T) {
 		attempts int64
 		want     string
 	}{
-		{stepSucceeded, 2, `{"remote.step_attempts":0,"remote.retry_time_limit":null,"remote.error":null}`},
-		{stepRetry, 0, `{"remote.step_attempts":1,"remote.retry_time_limit":` + in(time.Minute) + `,"remote.error":"boom"}`},
-		{stepRetry, 1, `{"remote.step_attempts":2,"remote.retry_time_limit":` + in(time.Hour) + `,"remote.error":"boom"}`},
-		{stepRetry, 5, `{"remote.step_attempts":6,"remote.retry_time_limit":` + in(time.Hour) + `,"remote.error":"boom"}`},
-		{stepGiveUp, 3, `{"remote.step_attempts":4,"remote.error":"boom"}`},
+		{stepSucceeded, 2, `{"remote.step_attempts":0,"remote.retry_time_limit":null,"remote.error":null,"updated_on":` + in(0) + `}`},
+		{stepRetry, 0, `{"remote.step_attempts":1,"remote.retry_time_limit":` + in(time.Minute) + `,"remote.error":"boom","updated_on":` + in(0) + `}`},
+		{stepRetry, 1, `{"remote.step_attempts":2,"remote.retry_time_limit":` + in(time.Hour) + `,"remote.error":"boom","updated_on":` + in(0) + `}`},
+		{stepRetry, 5, `{"remote.step_attempts":6,"remote.retry_time_limit":` + in(time.Hour) + `,"remote.error":"boom","updated_on":` + in(0) + `}`},
+		// jobflow-remote leaves the count at max_step_attempts on give-up.
+		{stepGiveUp, 3, `{"remote.error":"boom","updated_on":` + in(0) + `}`},
 		{stepUnchanged, 3, `null`},
 	}
 	for _, tc := range cases {
