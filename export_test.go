@@ -15,3 +15,12 @@ func SetFaultTimeouts(attempt, cleanup time.Duration) (restore func()) {
 	attemptTimeout, cleanupTimeout = attempt, cleanup
 	return func() { attemptTimeout, cleanupTimeout = a, c }
 }
+
+// SetSweep shortens the sweep of unsettled acquisitions: the first pause,
+// the longest, and the horizon. It returns a function that restores them.
+// Tests that use it must not run in parallel.
+func SetSweep(first, longest, horizon time.Duration) (restore func()) {
+	f, l, h := sweepFirst, sweepLongest, sweepHorizon
+	sweepFirst, sweepLongest, sweepHorizon = first, longest, horizon
+	return func() { sweepFirst, sweepLongest, sweepHorizon = f, l, h }
+}
