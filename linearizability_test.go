@@ -21,6 +21,7 @@ import (
 
 	"github.com/mongolock/mongolock"
 	"github.com/mongolock/mongolock/internal/faultproxy"
+	"github.com/mongolock/mongolock/internal/testserver"
 )
 
 // An independent check of the lock: worker goroutines in several processes
@@ -43,25 +44,24 @@ func TestLinearizability(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	backend, err := singleHost(uri)
-	if err != nil {
-		t.Skipf("the fault proxy needs a single-host MONGODB_URI: %v", err)
-	}
-	p, err := faultproxy.Start(backend)
+	srv := ownServer(t)
+	p, err := faultproxy.Start(srv.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	defer p.Heal(false)
-	coll := newColl(t)
+	coll := srv.coll(t)
 	for i := range linDocs {
-		insert(t, coll, bson.D{{Key: "_id", Value: linDoc(i)}}, bson.D{{Key: "_id", Value: "fence-" + linDoc(i)}, {Key: "fence", Value: int64(0)}})
+		if _, err := coll.InsertMany(testCtx(t), []any{bson.D{{Key: "_id", Value: linDoc(i)}}, bson.D{{Key: "_id", Value: "fence-" + linDoc(i)}, {Key: "fence", Value: int64(0)}}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	procs, workers, rounds := 3, 3, stress(15, 1700) // long: 15 300 acquisitions, 45 000 operations
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { injectFaults(p, stop) })
+	wg.Go(func() { injectFaults(t, p, srv, stop) })
 	children := make([]*child, procs)
 	for i := range children {
 		cmd := childCommand(linRole, coll, workers, rounds)
@@ -83,7 +83,7 @@ func TestLinearizability(t *testing.T) {
 	for _, op := range ops {
 		counts[op.Kind]++
 	}
-	t.Logf("%d operations: %v", len(ops), counts)
+	t.Logf("%d operations: %v; %d server restarts", len(ops), counts, srv.restarts)
 	if counts[opAcquire] < procs*workers*rounds/4 {
 		t.Fatalf("only %d acquisitions of %d: the faults left too little to check", counts[opAcquire], procs*workers*rounds)
 	}
@@ -157,36 +157,98 @@ func linDoc(i int) string { return fmt.Sprintf("doc%d", i) }
 const linProcEnv = "MONGOLOCK_TEST_PROC"
 
 // injectFaults arms a random fault every few hundred milliseconds until
-// stop: a lost reply or a cut request on an acquire or a release, or a
+// stop: a lost reply or a cut request on an acquire or a release, a
 // partition that outlasts the lease now and then and then delivers or drops
-// what it held.
-func injectFaults(p *faultproxy.Proxy, stop <-chan struct{}) {
+// what it held, or (every few seconds at most) a restart of the server.
+func injectFaults(t *testing.T, p *faultproxy.Proxy, srv *linServer, stop <-chan struct{}) {
 	cmds := []string{"findAndModify", "update"}
-	t := time.NewTimer(0)
-	defer t.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	lastRestart := time.Now()
 	for {
-		t.Reset(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+		timer.Reset(time.Duration(100+rand.IntN(300)) * time.Millisecond)
 		select {
 		case <-stop:
 			return
-		case <-t.C:
+		case <-timer.C:
 		}
 		cmd := cmds[rand.IntN(len(cmds))]
-		switch rand.IntN(5) {
+		switch rand.IntN(6) {
 		case 0, 1:
 			p.LoseReply(cmd, 1)
 		case 2, 3:
 			p.CutRequest(cmd, 1)
 		case 4:
 			p.Hold()
-			t.Reset(time.Duration(200+rand.IntN(1300)) * time.Millisecond)
+			timer.Reset(time.Duration(200+rand.IntN(1300)) * time.Millisecond)
 			select {
 			case <-stop:
-			case <-t.C:
+			case <-timer.C:
 			}
 			p.Heal(rand.IntN(2) == 0)
+		case 5:
+			if srv.restart != nil && time.Since(lastRestart) > 3*time.Second {
+				if err := srv.restart(); err != nil {
+					t.Errorf("restarting the server: %v", err)
+					return
+				}
+				srv.restarts++
+				lastRestart = time.Now()
+			}
 		}
 	}
+}
+
+// linServer is the server the linearizability test runs against: its own
+// embedded one, which it can restart on the same data and address, or
+// MONGODB_URI's, which it cannot.
+type linServer struct {
+	addr     string
+	client   *mongo.Client
+	restart  func() error // nil when the server is not ours
+	restarts int
+}
+
+func ownServer(t *testing.T) *linServer {
+	t.Helper()
+	if !embedded {
+		addr, err := singleHost(uri)
+		if err != nil {
+			t.Skipf("the fault proxy needs a single-host MONGODB_URI: %v", err)
+		}
+		return &linServer{addr: addr, client: client}
+	}
+	dir := t.TempDir()
+	s, err := testserver.Start(testserver.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := &linServer{addr: s.Addr()}
+	ls.restart = func() error {
+		if err := s.Close(); err != nil {
+			return err
+		}
+		s, err = testserver.Start(testserver.Options{DataDir: dir, Listen: ls.addr})
+		return err
+	}
+	t.Cleanup(func() {
+		if s != nil {
+			_ = s.Close()
+		}
+	})
+	c, err := connect(s.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) }) // before the server stops
+	ls.client = c
+	return ls
+}
+
+// coll is a fresh collection of the server.
+func (s *linServer) coll(t *testing.T) *mongo.Collection {
+	name := newColl(t).Name() // a fresh name; dropped where it was made
+	return s.client.Database(testDB).Collection(name)
 }
 
 // linChild runs workers goroutines that each lock a random document rounds
