@@ -87,7 +87,10 @@ func TestLinearizability(t *testing.T) {
 	if counts[opAcquire] < procs*workers*rounds/4 {
 		t.Fatalf("only %d acquisitions of %d: the faults left too little to check", counts[opAcquire], procs*workers*rounds)
 	}
-	if res, path := checkHistory(t, ops); res != porcupine.Ok {
+	start := time.Now()
+	res, path := checkHistory(t, ops)
+	t.Logf("Porcupine checked the history in %v", time.Since(start).Round(time.Millisecond))
+	if res != porcupine.Ok {
 		t.Fatalf("the history is not linearizable (%s); visualization: %s", res, path)
 	}
 }

@@ -31,7 +31,8 @@ const holderRetries = 8
 
 // A Locker locks documents of one collection. Its options are the defaults of
 // every call on it. It is safe for concurrent use; share one per collection so
-// that its waiters are woken as soon as it releases a lock.
+// that its waiters are woken as soon as it releases a lock. Close it when
+// done, to finish its sweep for late acquiring writes (see Close).
 type Locker struct {
 	coll    *mongo.Collection // as given: writes use its write concern
 	primary *mongo.Collection // reads of lock state, always from the primary
