@@ -109,6 +109,27 @@ func TestSweepCloseUnreachable(t *testing.T) {
 	}
 }
 
+// A Locker that is never closed sweeps until the horizon, and then keeps no
+// goroutine.
+func TestSweepEndsAtHorizon(t *testing.T) {
+	defer mongolock.SetSweep(50*time.Millisecond, 100*time.Millisecond, 500*time.Millisecond)()
+	ctx := testCtx(t)
+	waitFor(t, "the sweeps of earlier tests to end", func() bool { return sweeps() == 0 })
+	f := newFaulty(t)
+	job := jobDoc(t, f.direct)
+	lk := mongolock.New(f.coll)
+	f.hit(t, faults[1], "findAndModify", func() {
+		if _, err := lk.TryAcquire(ctx, job); err == nil {
+			t.Fatal("acquire with its request cut succeeded")
+		}
+	})
+	waitFor(t, "the Locker's sweep to start", func() bool { return sweeps() == 1 })
+	waitFor(t, "the sweep to end at its horizon", func() bool { return sweeps() == 0 })
+	if err := lk.Close(ctx); err != nil {
+		t.Fatalf("Close after the horizon: %v", err)
+	}
+}
+
 // Every call on a closed Locker is refused before any I/O; Locks it gave
 // out can still be released; Close can be called again.
 func TestSweepClosedLocker(t *testing.T) {
