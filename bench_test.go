@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -286,25 +285,17 @@ func percentile(sorted []float64, p float64) float64 {
 
 // childProc is a child process of the test binary started for a benchmark.
 type childProc struct {
-	out  *strings.Builder
 	wait func(b *testing.B) map[string][]int64
 }
 
 // startChild starts the test binary in role, with its output gathered as
 // key=value lines (a key may repeat).
 func startChild(b *testing.B, role string, coll *mongo.Collection, workers, rounds int) *childProc {
-	out := &strings.Builder{}
-	cmd := childCommand(role, coll, workers, rounds)
-	cmd.Stdout, cmd.Stderr = out, os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	return &childProc{out: out, wait: func(b *testing.B) map[string][]int64 {
-		if err := cmd.Wait(); err != nil {
-			b.Fatalf("child %s: %v", role, err)
-		}
+	c := spawn(b, childCommand(role, coll, workers, rounds))
+	return &childProc{wait: func(b *testing.B) map[string][]int64 {
+		c.wait(b, 30*time.Minute, fmt.Sprintf("benchmark child %s to run %d rounds", role, rounds))
 		vals := map[string][]int64{}
-		for _, line := range strings.Split(out.String(), "\n") {
+		for _, line := range strings.Split(c.stdout.String(), "\n") {
 			if k, v, ok := strings.Cut(line, "="); ok {
 				if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 					vals[k] = append(vals[k], n)

@@ -2,7 +2,6 @@ package mongolock_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -263,28 +262,19 @@ func stress(short, long int) int {
 }
 
 // runChildren starts procs copies of the test binary in role and returns
-// each one's "key=value" result lines.
+// each one's "key=value" result lines. Each child must finish within
+// childDeadline, or it is killed and the test fails with its output.
 func runChildren(t *testing.T, role string, procs int, coll *mongo.Collection, workers, rounds int) []map[string]int64 {
 	t.Helper()
-	cmds := make([]*exec.Cmd, procs)
-	outs := make([]*bytes.Buffer, procs)
-	for i := range cmds {
-		cmd := childCommand(role, coll, workers, rounds)
-		outs[i] = new(bytes.Buffer)
-		cmd.Stdout, cmd.Stderr = outs[i], outs[i]
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		cmds[i] = cmd
+	children := make([]*child, procs)
+	for i := range children {
+		children[i] = spawn(t, childCommand(role, coll, workers, rounds))
 	}
 	results := make([]map[string]int64, procs)
-	for i, cmd := range cmds {
-		t.Cleanup(func() { _ = cmd.Process.Kill() })
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("child %d: %v\n%s", i, err, outs[i])
-		}
+	for i, c := range children {
+		c.wait(t, childDeadline(), fmt.Sprintf("child %d of %d in role %q to finish", i, procs, role))
 		results[i] = map[string]int64{}
-		sc := bufio.NewScanner(outs[i])
+		sc := bufio.NewScanner(&c.stdout)
 		for sc.Scan() {
 			k, v, ok := strings.Cut(sc.Text(), "=")
 			if n, err := strconv.ParseInt(v, 10, 64); ok && err == nil {
@@ -293,6 +283,15 @@ func runChildren(t *testing.T, role string, procs int, coll *mongo.Collection, w
 		}
 	}
 	return results
+}
+
+// childDeadline bounds a child process of a test: generous in the short
+// mode, hours in the long one. A bound against hanging, not a timing claim.
+func childDeadline() time.Duration {
+	if os.Getenv(stressEnv) == "long" {
+		return 2 * time.Hour
+	}
+	return 5 * time.Minute
 }
 
 // childCommand is the test binary started in role against coll.

@@ -28,7 +28,9 @@
 // and judged by the server's clock (WithLease); a keep-alive inside Do
 // (WithAutoRefresh) that cancels fn's context when the lock is lost, and at
 // the lease's end by the local monotonic clock whatever the network does; writes
-// that keep track of the lock when their reply is lost; fencing tokens
+// that keep track of the lock when their reply is lost, and a sweep that
+// frees a lock taken by an acquiring write that landed late (Close finishes
+// it); fencing tokens
 // (WithFencing); immediate hand-off to waiters of the same Locker; an
 // Observer and slog debug records.
 //

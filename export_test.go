@@ -28,3 +28,12 @@ func SetClockMaxAge(d time.Duration) (restore func()) {
 // GraceAfterCancel is how long a write in flight may still run after its
 // caller's context, or its wait, has ended.
 const GraceAfterCancel = graceAfterCancel
+
+// SetSweep shortens the sweep of unsettled acquisitions: the first pause,
+// the longest, and the horizon. It returns a function that restores them.
+// Tests that use it must not run in parallel.
+func SetSweep(first, longest, horizon time.Duration) (restore func()) {
+	f, l, h := sweepFirst, sweepLongest, sweepHorizon
+	sweepFirst, sweepLongest, sweepHorizon = first, longest, horizon
+	return func() { sweepFirst, sweepLongest, sweepHorizon = f, l, h }
+}

@@ -308,9 +308,10 @@ func TestKilledHolderLeaseExpires(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// ctx's deadline kills the child, which ends this read.
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "locked=") {
-		t.Fatalf("child said %q, %v", line, err)
+		t.Fatalf("waiting for the holding child to say locked=: it said %q, %v (ctx: %v)", line, err, ctx.Err())
 	}
 	childID := strings.TrimSpace(strings.TrimPrefix(line, "locked="))
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {

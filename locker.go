@@ -31,7 +31,8 @@ const holderRetries = 8
 
 // A Locker locks documents of one collection. Its options are the defaults of
 // every call on it. It is safe for concurrent use; share one per collection so
-// that its waiters are woken as soon as it releases a lock.
+// that its waiters are woken as soon as it releases a lock. Close it when
+// done, to finish its sweep for late acquiring writes (see Close).
 type Locker struct {
 	coll    *mongo.Collection // as given: writes use its write concern
 	primary *mongo.Collection // reads of lock state, always from the primary
@@ -39,6 +40,7 @@ type Locker struct {
 	clock   *serverClock
 	now     func() time.Time // client clock; tests shift it
 	waiters waitQueue
+	sweep   sweeper // acquisitions whose outcome is unknown; see Close
 }
 
 // New returns a Locker for coll. A nil coll or a bad option makes every call
@@ -69,6 +71,9 @@ type request struct {
 
 // newRequest validates a call's filter and options.
 func (lk *Locker) newRequest(filter any, opts []Option) (*request, error) {
+	if lk.sweep.isClosed() {
+		return nil, errClosed
+	}
 	cfg := lk.base.with(opts)
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -262,6 +267,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisiti
 			return nil, ioError(ctx, "acquiring", err)
 		}
 		if doc, err = lk.recoverLock(wctx, r, a, err); doc == nil {
+			lk.rememberUnsettled(r.fields, a.lockID, a.nonce) // a held write can still land
 			return nil, ioError(ctx, "acquiring", err)
 		}
 	}
@@ -271,6 +277,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisiti
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		if err := l.release(ctx, releaseAction{}); err != nil {
+			lk.rememberUnsettled(r.fields, a.lockID, a.nonce)
 			return nil, fmt.Errorf("mongolock: acquiring: %w; giving the lock back: %w", cerr, err)
 		}
 		return nil, fmt.Errorf("mongolock: acquiring: %w", cerr)
@@ -338,8 +345,9 @@ type acquisition struct {
 // id and nonce alone, not by the caller's filter, which the acquiring update
 // may have moved the document out of. It returns the locked document when
 // the write was applied; nil and cause when it was not; nil and an error
-// saying so when the server could not be asked within cleanupTimeout. A
-// lease (or `mongolock unlock -dead`) is what bounds a lock left then.
+// saying so when the server could not be asked within cleanupTimeout. In
+// both cases the write may still land later: take hands it to the sweep
+// (sweep.go).
 func (lk *Locker) recoverLock(ctx context.Context, r *request, a *acquisition, cause error) (bson.Raw, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -374,7 +382,7 @@ func (lk *Locker) recoverLock(ctx context.Context, r *request, a *acquisition, c
 		}
 	}
 	return nil, fmt.Errorf("%w; whether the server took the lock is unknown (looking for lock_id %s: %w): "+
-		"a lock left behind is cleared by its lease, or by an administrator", cause, a.lockID, err)
+		"the Locker keeps looking for it to release it (see Close)", cause, a.lockID, err)
 }
 
 // sleep waits d, or until ctx ends; it reports whether ctx is still live.

@@ -46,9 +46,9 @@ func waitGone(t *testing.T, pid int, start, what string) {
 }
 
 // readPID reads a line holding a pid from out.
-func readPID(t *testing.T, out *bufio.Reader) (int, string) {
+func readPID(t *testing.T, cmd *exec.Cmd, out *bufio.Reader) (int, string) {
 	t.Helper()
-	line, err := out.ReadString('\n')
+	line, err := readLine(t, cmd, out, "the command to print a pid")
 	pid, perr := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil || perr != nil {
 		t.Fatalf("the command said %q: %v %v", line, err, perr)
@@ -66,11 +66,11 @@ func TestExecCommandDiesWithExec(t *testing.T) {
 	_, flags := newJobs(t, 1)
 	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...),
 		"--", "sh", "-c", `echo $$; while :; do sleep 0.05; done`)...)
-	pid, start := readPID(t, out)
+	pid, start := readPID(t, cmd, out)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
+	_ = waitCmd(t, cmd, "the killed exec to exit")
 	waitGone(t, pid, start, "the command of a killed exec")
 }
 
@@ -82,12 +82,12 @@ func TestExecScriptDiesWithExec(t *testing.T) {
 	_, flags := newJobs(t, 1)
 	script := `sh -c 'echo $$; while :; do sleep 0.05; done' & sh -c 'echo $$; while :; do sleep 0.05; done'`
 	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...), "--", "sh", "-c", script)...)
-	pid1, start1 := readPID(t, out)
-	pid2, start2 := readPID(t, out)
+	pid1, start1 := readPID(t, cmd, out)
+	pid2, start2 := readPID(t, cmd, out)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
+	_ = waitCmd(t, cmd, "the killed exec to exit")
 	waitGone(t, pid1, start1, "a command the script ran")
 	waitGone(t, pid2, start2, "a command the script ran")
 }
@@ -98,11 +98,11 @@ func TestExecSignalsReachTheProcessGroup(t *testing.T) {
 	_, flags := newJobs(t, 1)
 	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...),
 		"--", "sh", "-c", `sleep 1000 & echo $!; wait`)...)
-	pid, start := readPID(t, out)
+	pid, start := readPID(t, cmd, out)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
+	_ = waitCmd(t, cmd, "exec to exit after SIGTERM")
 	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) {
 		t.Errorf("exit %d, want %d for a command ended by SIGTERM", code, 128+int(syscall.SIGTERM))
 	}
@@ -240,7 +240,7 @@ func TestExecOnATerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	scr.waitFor(t, "interrupted")
-	err := cmd.Wait()
+	err := waitCmd(t, cmd, "exec to exit after Ctrl-C")
 	waited = true
 	if code := cmd.ProcessState.ExitCode(); code != 5 {
 		t.Errorf("exit %d (%v), want the command's 5", code, err)

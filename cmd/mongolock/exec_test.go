@@ -57,7 +57,7 @@ func TestExecReleasesOnSignal(t *testing.T) {
 	coll, flags := newJobs(t, 1)
 	script := `trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done`
 	cmd, out := startCommand(t, append(append([]string{"exec", "-filter", `{"_id": "job1"}`}, flags...), "--", "sh", "-c", script)...)
-	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
+	if line, err := readLine(t, cmd, out, "the command to say ready"); err != nil || line != "ready\n" {
 		t.Fatalf("child said %q, %v", line, err)
 	}
 	if lockOf(t, coll, "job1") == nil {
@@ -66,7 +66,7 @@ func TestExecReleasesOnSignal(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
+	err := waitCmd(t, cmd, "exec to exit after SIGTERM")
 	if code := cmd.ProcessState.ExitCode(); code != 3 {
 		t.Fatalf("exit %d (%v), want the command's 3 after it got SIGTERM", code, err)
 	}
@@ -82,13 +82,13 @@ func TestExecStopsTheCommandWhenTheLockIsLost(t *testing.T) {
 	script := `trap 'exit 4' TERM; echo ready; while :; do sleep 0.05; done`
 	var errOut strings.Builder
 	cmd, out := startCommandStderr(t, &errOut, append(append([]string{"exec", "-filter", `{"_id": "job1"}`, "-lease", "300ms"}, flags...), "--", "sh", "-c", script)...)
-	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
+	if line, err := readLine(t, cmd, out, "the command to say ready"); err != nil || line != "ready\n" {
 		t.Fatalf("child said %q, %v", line, err)
 	}
 	if code, stdout, stderr := runCmd(append([]string{"unlock", "-all", "-yes"}, flags...)...); code != exitOK {
 		t.Fatalf("unlock: exit %d\n%s%s", code, stdout, stderr)
 	}
-	_ = cmd.Wait()
+	_ = waitCmd(t, cmd, "exec to exit after the unlock")
 	if code := cmd.ProcessState.ExitCode(); code != 4 {
 		t.Errorf("exit %d, want the command's 4 after its SIGTERM\n%s", code, errOut.String())
 	}

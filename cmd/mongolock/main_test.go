@@ -68,7 +68,8 @@ func testMain(m *testing.M) int {
 // outputs.
 func runCmd(args ...string) (int, string, string) {
 	var stdout, stderr bytes.Buffer
-	code := run(args, &stdout, &stderr)
+	var code int
+	runWithDeadline(args, func() { code = run(args, &stdout, &stderr) })
 	return code, stdout.String(), stderr.String()
 }
 
@@ -373,6 +374,7 @@ func startCommandStderr(t *testing.T, w io.Writer, args ...string) (*exec.Cmd, *
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), childCommandEnv+"=1")
 	cmd.Stderr = w
+	cmd.WaitDelay = 10 * time.Second // a grandchild that keeps stderr open cannot hold Wait
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +388,7 @@ func startCommandStderr(t *testing.T, w io.Writer, args ...string) (*exec.Cmd, *
 
 func TestDevServer(t *testing.T) {
 	cmd, out := startCommand(t, "dev-server", "-listen", "127.0.0.1:0")
-	line, err := out.ReadString('\n')
+	line, err := readLine(t, cmd, out, "dev-server to print its URI")
 	if err != nil || !strings.HasPrefix(line, "mongodb://127.0.0.1:") {
 		t.Fatalf("dev-server printed %q, %v", line, err)
 	}
@@ -404,7 +406,7 @@ func TestDevServer(t *testing.T) {
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := waitCmd(t, cmd, "dev-server to stop on SIGINT"); err != nil {
 		t.Fatalf("dev-server did not stop cleanly on SIGINT: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // URIEnv names the variable that points tests at a real MongoDB.
@@ -39,17 +40,60 @@ func ForTests() (uri string, embedded bool, stop func() error, err error) {
 	if err := cmd.Start(); err != nil {
 		return "", false, nil, err
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	line, err := readLine(out, helperDeadline)
 	if err != nil || !strings.HasPrefix(line, "mongodb://") {
 		in.Close()
+		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return "", false, nil, fmt.Errorf("testserver: the helper process said %q: %v", line, err)
+		return "", false, nil, fmt.Errorf("testserver: waiting for the helper process to print the server's URI: it said %q: %v", line, err)
 	}
 	stop = func() error {
 		in.Close() // the helper stops at end of input
-		return cmd.Wait()
+		return waitExit(cmd, helperDeadline)
 	}
 	return strings.TrimSpace(line), true, stop, nil
+}
+
+// helperDeadline bounds each wait on the helper process (its start, its
+// stop), so that a helper that hangs fails the test binary saying so rather
+// than running into go test's -timeout. A bound, not a timing claim.
+const helperDeadline = 2 * time.Minute
+
+// readLine reads a line from r, or gives up after d.
+func readLine(r io.Reader, d time.Duration) (string, error) {
+	type read struct {
+		line string
+		err  error
+	}
+	c := make(chan read, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		c <- read{line, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-c:
+		return r.line, r.err
+	case <-t.C:
+		return "", fmt.Errorf("nothing within %v", d)
+	}
+}
+
+// waitExit waits for cmd to exit; after d it kills it and says so.
+func waitExit(cmd *exec.Cmd, d time.Duration) error {
+	c := make(chan error, 1)
+	go func() { c <- cmd.Wait() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-c:
+		return err
+	case <-t.C:
+		_ = cmd.Process.Kill()
+		<-c
+		return fmt.Errorf("testserver: waiting for the helper process to stop: still running after %v; killed it", d)
+	}
 }
 
 // ServeIfHelper makes the helper process started by ForTests serve: it prints
