@@ -415,7 +415,7 @@ func TestWorkServerError(t *testing.T) {
 // childRoles are the roles of child processes that the tests of Work and
 // DoAll add to runChild's.
 var childRoles = map[string]func(ctx context.Context, coll *mongo.Collection, workers, rounds int) int{
-	"work":    workChild,
+	"work": workChild,
 	"work16": func(ctx context.Context, coll *mongo.Collection, workers, rounds int) int {
 		workBatch = mongolock.WithBatch(16)
 		return workChild(ctx, coll, workers, rounds)
