@@ -429,3 +429,60 @@ func TestClaimContention(t *testing.T) {
 		}
 	}
 }
+
+// A batched Work drains a queue with a Python holder in its middle (string
+// lock id, naive lock time, no holder record): the held job is skipped,
+// never taken, and Work ends once only it is left.
+func TestWorkBatchSkipsPythonHolder(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	seedJobs(t, coll, 40)
+	old := bson.NewDateTimeFromTime(time.Now().Add(-time.Hour))
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: 20}}, bson.D{{Key: "$set", Value: bson.D{
+		{Key: mongolock.LockKey, Value: "python-runner"}, {Key: mongolock.LockTimeKey, Value: old}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[int32]int{}
+	lk := mongolock.New(coll, mongolock.WithBatch(16), mongolock.WithPollInterval(20*time.Millisecond))
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- lk.Work(wctx, 4, ready, func(ctx context.Context, l *mongolock.Lock) error {
+			mu.Lock()
+			seen[l.Document().Lookup("_id").Int32()]++
+			n := len(seen)
+			mu.Unlock()
+			if n == 39 {
+				defer cancel() // only the Python holder's job is left: it stays locked, so Work would wait
+			}
+			return l.SetUpdateOnRelease(setDone)
+		})
+	}()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[20] != 0 {
+		t.Error("the Python holder's job was taken")
+	}
+	for id := range int32(40) {
+		if id != 20 && seen[id] != 1 {
+			t.Errorf("job %d stepped on %d times", id, seen[id])
+		}
+	}
+	if got := fields(rawDoc(t, coll, 20), mongolock.LockKey, "state"); got != "lock_id=python-runner state=READY" {
+		t.Errorf("the Python holder's job: %s", got)
+	}
+}
+
+// WithBatch below 1 is refused before any I/O.
+func TestWorkBatchInvalid(t *testing.T) {
+	ctx := testCtx(t)
+	coll, sent := monitored(t, newColl(t))
+	sent.Store(0)
+	refused(t, sent, []refusal{
+		{"WithBatch(0)", func() error { return mongolock.New(coll).Work(ctx, 2, ready, publishDone, mongolock.WithBatch(0)) }},
+		{"WithBatch(-3) on New", func() error { return mongolock.New(coll, mongolock.WithBatch(-3)).Work(ctx, 2, ready, publishDone) }},
+	})
+}
