@@ -353,8 +353,14 @@ type collKey struct {
 }
 
 // releaseHeld releases locks, whose mutexes are held, doing acts[i] for
-// locks[i]: one bulk write per collection.
+// locks[i]: one bulk write per collection. The errors are joined.
 func releaseHeld(ctx context.Context, locks []*Lock, acts []releaseAction) error {
+	return errors.Join(releaseEach(ctx, locks, acts)...)
+}
+
+// releaseEach is releaseHeld with the error of locks[i] at i (nil when it
+// was released).
+func releaseEach(ctx context.Context, locks []*Lock, acts []releaseAction) []error {
 	ctx, stop := detached(ctx)
 	defer stop()
 	var order []collKey
@@ -367,23 +373,25 @@ func releaseHeld(ctx context.Context, locks []*Lock, acts []releaseAction) error
 		}
 		groups[k] = append(groups[k], i)
 	}
-	var errs []error
+	errs := make([]error, len(locks))
 	for _, k := range order {
 		ls := make([]*Lock, len(groups[k]))
 		as := make([]releaseAction, len(groups[k]))
 		for j, i := range groups[k] {
 			ls[j], as[j] = locks[i], acts[i]
 		}
-		errs = append(errs, releaseGroup(ctx, ls, as)...)
+		for j, err := range releaseGroup(ctx, ls, as) {
+			errs[groups[k][j]] = err
+		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // releaseGroup releases locks of one collection with one bulk write, sent
 // again when its reply is lost, as Lock.release sends a single release.
 // When the server's count of matches falls short, or a copy's reply was
 // lost, the documents are read back to tell which lock was released and
-// which was lost. It returns one error per lock that was not released.
+// which was lost. It returns the error of locks[i] at i.
 func releaseGroup(ctx context.Context, locks []*Lock, acts []releaseAction) []error {
 	ids := make([]identity, len(locks))
 	for i, l := range locks {
@@ -410,13 +418,13 @@ func releaseGroup(ctx context.Context, locks []*Lock, acts []releaseAction) []er
 			return errs
 		}
 	}
-	var errs []error
+	errs := make([]error, len(locks))
 	failed := make([]bool, len(locks))
 	if err != nil {
 		var bwe mongo.BulkWriteException
 		if !errors.As(err, &bwe) || len(bwe.WriteErrors) == 0 {
-			for _, l := range locks { // the server refused the whole write
-				errs = append(errs, ioError(ctx, "releasing "+l.id.lockID+" on document "+idString(l.id.docID), err))
+			for i, l := range locks { // the server refused the whole write
+				errs[i] = ioError(ctx, "releasing "+l.id.lockID+" on document "+idString(l.id.docID), err)
 			}
 			return errs
 		}
@@ -428,7 +436,7 @@ func releaseGroup(ctx context.Context, locks []*Lock, acts []releaseAction) []er
 				if !failed[i] {
 					failed[i] = true
 					l := locks[i]
-					errs = append(errs, ioError(ctx, "releasing "+l.id.lockID+" on document "+idString(l.id.docID), we))
+					errs[i] = ioError(ctx, "releasing "+l.id.lockID+" on document "+idString(l.id.docID), we)
 				}
 			}
 		}
@@ -453,7 +461,8 @@ func releaseGroup(ctx context.Context, locks []*Lock, acts []releaseAction) []er
 	if lostReply == nil {
 		short = len(rest) - int(matched)
 	}
-	return append(errs, settleRelease(ctx, locks, acts, rest, short, lostReply)...)
+	settleRelease(ctx, locks, acts, rest, short, lostReply, errs)
+	return errs
 }
 
 // bulkOnce sends one copy of a bulk release.
@@ -466,8 +475,8 @@ func bulkOnce(ctx context.Context, coll *mongo.Collection, models []mongo.WriteM
 // settleRelease reads back the documents of locks[rest] after a bulk
 // release that did not free them all (short of them, when short >= 0) or
 // whose earlier copy's reply was lost, and judges each as Lock.afterLostReply
-// judges one: released, or lost.
-func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, rest []int, short int, lostReply error) []error {
+// judges one: released, or lost. The error of locks[i] goes to errs[i].
+func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, rest []int, short int, lostReply error, errs []error) {
 	lk := locks[0].locker
 	ids := make([]bson.RawValue, len(rest))
 	for j, i := range rest {
@@ -478,15 +487,14 @@ func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, res
 	if err == nil {
 		now, err = lk.clock.Now(ctx)
 	}
-	var errs []error
 	if err != nil {
 		for _, i := range rest {
 			l := locks[i]
 			l.done = true
-			errs = append(errs, fmt.Errorf("%w: releasing %s on document %s: the release did not find every lock it named, and which "+
+			errs[i] = (fmt.Errorf("%w: releasing %s on document %s: the release did not find every lock it named, and which "+
 				"were released is unknown: %w", ErrLockLost, l.id.lockID, idString(l.id.docID), ioError(ctx, "reading the documents", err)))
 		}
-		return errs
+		return
 	}
 	lost := 0
 	verdict := make([]int, len(rest)) // 0 released, 1 lost, 2 still held
@@ -506,7 +514,7 @@ func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, res
 		case 0:
 			l.released()
 		case 2:
-			errs = append(errs, fmt.Errorf("mongolock: releasing %s on document %s: the release was not applied; the lock is still held", l.id.lockID, idString(l.id.docID)))
+			errs[i] = fmt.Errorf("mongolock: releasing %s on document %s: the release was not applied; the lock is still held", l.id.lockID, idString(l.id.docID))
 		case 1:
 			l.done = true
 			err := l.lostLocked("releasing")
@@ -516,8 +524,7 @@ func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, res
 			} else if short >= 0 && lost != short {
 				err = fmt.Errorf("%w (or this release freed it before someone else took it)", err)
 			}
-			errs = append(errs, err)
+			errs[i] = err
 		}
 	}
-	return errs
 }

@@ -3,6 +3,7 @@ package mongolock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -18,6 +19,12 @@ import (
 func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, fn func(context.Context, *Lock) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	pub := &publisher{reqs: make(chan pubReq), max: workers}
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		pub.run()
+	}()
 	jobs := make(chan *Lock)
 	finished := make(chan stepDone, workers)
 	var (
@@ -29,7 +36,7 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 	for range workers {
 		wg.Go(func() {
 			for l := range jobs {
-				finished <- lk.batchStep(ctx, s, l, fn, func(p any) {
+				finished <- lk.batchStep(ctx, s, l, fn, pub, func(p any) {
 					mu.Lock()
 					if !panicked {
 						panicked, panicVal = true, p
@@ -43,6 +50,8 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 	err := lk.dispatch(ctx, workers, s, jobs, finished)
 	close(jobs)
 	wg.Wait()
+	close(pub.reqs)
+	<-published
 	if panicked {
 		panic(panicVal)
 	}
@@ -51,14 +60,14 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 
 // batchStep runs one step on a claimed lock; a panic in fn is handed to
 // onPanic after runStep has released the document unchanged.
-func (lk *Locker) batchStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error, onPanic func(any)) (d stepDone) {
+func (lk *Locker) batchStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error, pub *publisher, onPanic func(any)) (d stepDone) {
 	defer func() {
 		if p := recover(); p != nil {
 			onPanic(p)
 			d = stepDone{err: context.Canceled}
 		}
 	}()
-	fnErr, err := lk.runStep(ctx, s, l, fn)
+	fnErr, err := lk.runBatchStep(ctx, s, l, fn, pub)
 	if errors.Is(err, ErrLockLost) {
 		err = nil // the document is someone else's now
 	}
@@ -206,4 +215,117 @@ func (z *sleeper) sleepOr(ctx context.Context, d time.Duration, wake <-chan stru
 		collect(d)
 	}
 	return nil
+}
+
+// runBatchStep is runStep with the release handed to the publisher, which
+// sends it with the releases of other steps that ended at about the same
+// time. The release carries the same bookkeeping (stepRelease), and a
+// release whose bookkeeping did not arrive still frees the document.
+func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error, pub *publisher) (fnErr, err error) {
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	stop := l.keepAlive(fnCtx, cancel, s.r.cfg.refreshEvery())
+	decided := false
+	defer func() {
+		if !decided { // fn or GiveUp panicked: free the document as it was
+			stop()
+			cancel(nil)
+			_ = l.release(ctx, releaseAction{})
+		}
+	}()
+	fnErr = fn(fnCtx, l)
+	stop()
+	cancel(nil)
+	a, o, err := lk.stepRelease(ctx, s, l, fnErr)
+	decided = true
+	if err != nil {
+		return fnErr, errors.Join(err, l.release(ctx, releaseAction{}))
+	}
+	if s.r.cfg.logger != nil {
+		lk.debug(s.r.cfg.logger, "step "+o.String(), "lock_id", l.ID(), "error", fnErr)
+	}
+	err = pub.release(l, a)
+	if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
+		err = errors.Join(err, l.release(ctx, releaseAction{}))
+	}
+	return fnErr, err
+}
+
+// coalesceWindow is how long the publisher waits for more finished steps
+// before it sends their releases.
+const coalesceWindow = 2 * time.Millisecond
+
+// publisher sends the releases of finished steps in bulk writes: the first
+// release waits at most coalesceWindow for others (or until max have come).
+type publisher struct {
+	reqs chan pubReq
+	max  int
+}
+
+type pubReq struct {
+	l    *Lock
+	a    releaseAction
+	done chan error
+}
+
+// release hands the release of l to the publisher and waits for its result.
+func (p *publisher) release(l *Lock, a releaseAction) error {
+	req := pubReq{l: l, a: a, done: make(chan error, 1)}
+	p.reqs <- req
+	return <-req.done
+}
+
+// run publishes until reqs is closed.
+func (p *publisher) run() {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for req := range p.reqs {
+		batch := []pubReq{req}
+		t.Reset(coalesceWindow)
+	collect:
+		for len(batch) < p.max {
+			select {
+			case r, ok := <-p.reqs:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, r)
+			case <-t.C:
+				break collect
+			}
+		}
+		publish(batch)
+	}
+}
+
+// publish sends one batch of releases, as ReleaseAll does, and tells each
+// step its result. A lock found lost meanwhile (by its keep-alive) is
+// reported as Release would report it.
+func publish(batch []pubReq) {
+	locks := make([]*Lock, 0, len(batch))
+	acts := make([]releaseAction, 0, len(batch))
+	var live []pubReq
+	unlock := lockAll(func() []*Lock {
+		all := make([]*Lock, len(batch))
+		for i, r := range batch {
+			all[i] = r.l
+		}
+		return all
+	}())
+	for _, r := range batch {
+		if r.l.done {
+			r.done <- fmt.Errorf("%w: already released or lost", ErrLockLost)
+			continue
+		}
+		live = append(live, r)
+		locks = append(locks, r.l)
+		acts = append(acts, r.a)
+	}
+	var errs []error
+	if len(locks) > 0 {
+		errs = releaseEach(context.Background(), locks, acts)
+	}
+	unlock()
+	for i, r := range live {
+		r.done <- errs[i]
+	}
 }
