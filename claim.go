@@ -394,10 +394,11 @@ func releaseEach(ctx context.Context, locks []*Lock, acts []releaseAction) []err
 // which was lost. It returns the error of locks[i] at i.
 func releaseGroup(ctx context.Context, locks []*Lock, acts []releaseAction) []error {
 	ids := make([]identity, len(locks))
+	random := make([]bool, len(locks))
 	for i, l := range locks {
-		ids[i] = l.id
+		ids[i], random[i] = l.id, l.cfg.lockID == ""
 	}
-	models, members := releaseWrites(ids, locks[0].fields, acts)
+	models, members := releaseWrites(ids, locks[0].fields, acts, random)
 	coll := locks[0].locker.coll
 	var lostReply error // the last copy whose reply never came
 	var res *mongo.BulkWriteResult

@@ -1,6 +1,7 @@
 package mongolock
 
 import (
+	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -52,13 +53,20 @@ func isMine(doc bson.Raw, f fieldSet, a *acquisition) bool {
 // releaseWrites are the writes of a bulk release of locks (identities ids,
 // actions acts): each lock gets the filter and update its own Release would
 // send, and locks whose releases write the same update (a queue's "done",
-// typically) share one write whose filter is the $or of theirs, so that a
-// server without a usable index scans once for them all. members[k] lists
-// the locks that write k covers.
-func releaseWrites(ids []identity, f fieldSet, acts []releaseAction) (models []mongo.WriteModel, members [][]int) {
+// typically) share one write, so that a server without a usable index
+// scans once for them all. members[k] lists the locks that write k covers.
+//
+// Locks of one claim whose lock id is random (random[i]) share it, and no one
+// else writes it: their shared write matches {_id: {$in: ...}, lock_id: id,
+// lock_time: {$in: ...}}, which can only match documents this claim holds.
+// Any other lock joins a shared write by its own held filter, under $or.
+func releaseWrites(ids []identity, f fieldSet, acts []releaseAction, random []bool) (models []mongo.WriteModel, members [][]int) {
+	type group struct {
+		update  any
+		members []int
+	}
 	at := map[string]int{}
-	var filters []bson.A
-	var updates []any
+	var groups []group
 	for i, a := range acts {
 		var u any
 		key := "delete"
@@ -67,35 +75,53 @@ func releaseWrites(ids []identity, f fieldSet, acts []releaseAction) (models []m
 			b, err := bson.Marshal(bson.D{{Key: "u", Value: u}})
 			key = string(b)
 			if err != nil {
-				key = "unique\x00" + string(rune(i)) // the server will say what is wrong with it
+				key = fmt.Sprintf("unique\x00%d", i) // the server will say what is wrong with it
 			}
+		}
+		if random[i] && f.seq == "" && len(ids[i].pending) == 0 {
+			key += "\x00" + ids[i].lockID
+		} else {
+			key += fmt.Sprintf("\x00own\x00%d", i)
 		}
 		k, ok := at[key]
 		if !ok {
-			k = len(members)
+			k = len(groups)
 			at[key] = k
-			members = append(members, nil)
-			filters = append(filters, nil)
-			updates = append(updates, u)
+			groups = append(groups, group{update: u})
 		}
-		members[k] = append(members[k], i)
-		filters[k] = append(filters[k], heldFilter(ids[i], f))
+		groups[k].members = append(groups[k].members, i)
 	}
-	for k, fs := range filters {
-		var filter any = fs[0]
-		if len(fs) > 1 {
-			filter = bson.D{{Key: "$or", Value: fs}}
+	for _, g := range groups {
+		var filter any = heldFilter(ids[g.members[0]], f)
+		if len(g.members) > 1 {
+			docs := make([]bson.RawValue, len(g.members))
+			var times bson.A
+			seen := map[bson.DateTime]bool{}
+			for j, i := range g.members {
+				docs[j] = ids[i].docID
+				if t := ids[i].time; !seen[t] {
+					seen[t] = true
+					times = append(times, t)
+				}
+			}
+			var t any = times[0]
+			if len(times) > 1 {
+				t = bson.D{{Key: "$in", Value: times}}
+			}
+			filter = append(idsFilter(docs), bson.E{Key: f.lock, Value: ids[g.members[0]].lockID}, bson.E{Key: f.time, Value: t})
 		}
+		one := len(g.members) == 1
 		switch {
-		case updates[k] == nil && len(fs) == 1:
+		case g.update == nil && one:
 			models = append(models, mongo.NewDeleteOneModel().SetFilter(filter))
-		case updates[k] == nil:
+		case g.update == nil:
 			models = append(models, mongo.NewDeleteManyModel().SetFilter(filter))
-		case len(fs) == 1:
-			models = append(models, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(updates[k]))
+		case one:
+			models = append(models, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(g.update))
 		default:
-			models = append(models, mongo.NewUpdateManyModel().SetFilter(filter).SetUpdate(updates[k]))
+			models = append(models, mongo.NewUpdateManyModel().SetFilter(filter).SetUpdate(g.update))
 		}
+		members = append(members, g.members)
 	}
 	return models, members
 }

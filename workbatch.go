@@ -123,6 +123,12 @@ func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, job
 			collect(<-finished)
 			continue
 		}
+		if idle < min(workers, s.r.cfg.batch) && idle < workers {
+			// Steps that end together (their releases went out in one
+			// write) come back within microseconds: wait a moment for
+			// them, so that one claim serves them all.
+			z.gather(coalesceWindow, finished, collect, func() bool { return idle >= min(workers, s.r.cfg.batch) })
+		}
 		if misses > 0 { // fn met another lock: back off as a waiter does
 			me := lk.waiters.watch("step\x00" + s.r.waitKey())
 			err := z.sleep(ctx, backoff(misses-1, s.r.cfg.pollInterval), me.wake)
@@ -327,5 +333,22 @@ func publish(batch []pubReq) {
 	unlock()
 	for i, r := range live {
 		r.done <- errs[i]
+	}
+}
+
+// gather collects finished steps for up to d, or until enough says so.
+func (z *sleeper) gather(d time.Duration, finished <-chan stepDone, collect func(stepDone), enough func() bool) {
+	if z.t == nil {
+		z.t = time.NewTimer(d)
+	} else {
+		z.t.Reset(d)
+	}
+	for !enough() {
+		select {
+		case sd := <-finished:
+			collect(sd)
+		case <-z.t.C:
+			return
+		}
 	}
 }
