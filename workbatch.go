@@ -47,11 +47,14 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 			}
 		})
 	}
-	err := lk.dispatch(ctx, workers, s, jobs, finished)
+	err := lk.dispatch(ctx, workers, s, jobs, finished, pub)
 	close(jobs)
 	wg.Wait()
 	close(pub.reqs)
 	<-published
+	if err == nil {
+		err = pub.err()
+	}
 	if panicked {
 		panic(panicVal)
 	}
@@ -83,7 +86,7 @@ type stepDone struct {
 
 // dispatch claims documents for idle workers until nothing matches the
 // filter and every worker is idle, ctx ends, or a step's release fails.
-func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, jobs chan<- *Lock, finished <-chan stepDone) error {
+func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, jobs chan<- *Lock, finished <-chan stepDone, pub *publisher) error {
 	var z sleeper
 	defer z.stop()
 	idle := workers
@@ -112,6 +115,9 @@ func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, job
 			default:
 				drained = true
 			}
+		}
+		if first == nil {
+			first = pub.err()
 		}
 		if first != nil {
 			return lk.drain(workers-idle, finished, first)
@@ -258,11 +264,18 @@ func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, l *Lock, fn 
 	if s.r.cfg.logger != nil {
 		lk.debug(s.r.cfg.logger, "step "+o.String(), "lock_id", l.ID(), "error", fnErr)
 	}
-	err = pub.release(l, a)
-	if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
-		err = errors.Join(err, l.release(ctx, releaseAction{}))
-	}
-	return fnErr, err
+	// The worker is free at once: its release goes out with others while
+	// the dispatcher claims its next document.
+	pub.send(l, a, func(err error) {
+		if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
+			// The bookkeeping did not arrive: still free the document.
+			err = errors.Join(err, l.release(context.WithoutCancel(ctx), releaseAction{}))
+		}
+		if err != nil && !errors.Is(err, ErrLockLost) {
+			pub.fail(err)
+		}
+	})
+	return fnErr, nil
 }
 
 // coalesceWindow is how long the publisher waits for more finished steps
@@ -271,22 +284,38 @@ const coalesceWindow = 2 * time.Millisecond
 
 // publisher sends the releases of finished steps in bulk writes: the first
 // release waits at most coalesceWindow for others (or until max have come).
+// The first release that fails (other than a lock found lost) ends Work.
 type publisher struct {
 	reqs chan pubReq
 	max  int
+
+	mu    sync.Mutex
+	first error
 }
 
 type pubReq struct {
 	l    *Lock
 	a    releaseAction
-	done chan error
+	done func(error) // called by the publisher with the release's result
 }
 
-// release hands the release of l to the publisher and waits for its result.
-func (p *publisher) release(l *Lock, a releaseAction) error {
-	req := pubReq{l: l, a: a, done: make(chan error, 1)}
-	p.reqs <- req
-	return <-req.done
+// send hands the release of l to the publisher.
+func (p *publisher) send(l *Lock, a releaseAction, done func(error)) {
+	p.reqs <- pubReq{l: l, a: a, done: done}
+}
+
+func (p *publisher) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.first == nil {
+		p.first = err
+	}
+}
+
+func (p *publisher) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.first
 }
 
 // run publishes until reqs is closed.
@@ -326,9 +355,10 @@ func publish(batch []pubReq) {
 		}
 		return all
 	}())
+	var gone []pubReq
 	for _, r := range batch {
 		if r.l.done {
-			r.done <- fmt.Errorf("%w: already released or lost", ErrLockLost)
+			gone = append(gone, r)
 			continue
 		}
 		live = append(live, r)
@@ -340,8 +370,11 @@ func publish(batch []pubReq) {
 		errs = releaseEach(context.Background(), locks, acts)
 	}
 	unlock()
+	for _, r := range gone {
+		r.done(fmt.Errorf("%w: already released or lost", ErrLockLost))
+	}
 	for i, r := range live {
-		r.done <- errs[i]
+		r.done(errs[i])
 	}
 }
 
