@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/goleak"
 
 	"github.com/mongolock/mongolock"
 )
@@ -485,4 +487,108 @@ func TestWorkBatchInvalid(t *testing.T) {
 		{"WithBatch(0)", func() error { return mongolock.New(coll).Work(ctx, 2, ready, publishDone, mongolock.WithBatch(0)) }},
 		{"WithBatch(-3) on New", func() error { return mongolock.New(coll, mongolock.WithBatch(-3)).Work(ctx, 2, ready, publishDone) }},
 	})
+}
+
+// Cancelling TryAcquireMany + ReleaseAll, and Work with WithBatch(4), at
+// random moments, while another goroutine claims the same documents, leaves
+// no lock and no goroutine behind, and never a document held twice.
+func TestRandomCancellationBatch(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	seedJobs(t, coll, 12)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	lk := mongolock.New(coll, mongolock.WithPollInterval(5*time.Millisecond))
+	var holders [12]atomic.Int32
+	var twice atomic.Int64
+	hold := func(l *mongolock.Lock) func() {
+		id := l.Document().Lookup("_id").Int32()
+		if holders[id].Add(1) != 1 {
+			twice.Add(1)
+		}
+		return func() { holders[id].Add(-1) }
+	}
+	stop := make(chan struct{})
+	var other sync.WaitGroup
+	other.Go(func() { // contention: claims some documents now and then
+		olk := mongolock.New(coll)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			locks, err := olk.TryAcquireMany(ctx, ready, 3)
+			if err != nil {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			var lets []func()
+			for _, l := range locks {
+				lets = append(lets, hold(l))
+			}
+			time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
+			for _, let := range lets {
+				let()
+			}
+			if err := mongolock.ReleaseAll(ctx, locks...); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	var got, cancelled atomic.Int64
+	for i := range 200 {
+		// Most deadlines end mid-claim; one in four leaves time for a claim
+		// (three round trips) even on a loaded machine.
+		limit := 10 * time.Millisecond
+		if i%4 == 0 {
+			limit = 300 * time.Millisecond
+		}
+		cctx, cancel := context.WithTimeout(ctx, rand.N(limit))
+		var err error
+		if i%2 == 0 {
+			var locks []*mongolock.Lock
+			if locks, err = lk.TryAcquireMany(cctx, ready, 5); err == nil {
+				got.Add(1)
+				var lets []func()
+				for _, l := range locks {
+					lets = append(lets, hold(l))
+				}
+				for _, let := range lets {
+					let()
+				}
+				err = mongolock.ReleaseAll(cctx, locks...) // a cancelled context still releases
+			}
+		} else {
+			err = lk.Work(cctx, 3, ready, func(ctx context.Context, l *mongolock.Lock) error {
+				got.Add(1)
+				defer hold(l)()
+				<-ctx.Done()
+				return ctx.Err() // interrupted: released unchanged
+			}, mongolock.WithBatch(4))
+		}
+		cancel()
+		switch {
+		case err == nil, errors.Is(err, mongolock.ErrLocked), errors.Is(err, mongolock.ErrNotFound):
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+			cancelled.Add(1)
+		case embedded && strings.Contains(err.Error(), "(InternalError)") && strings.Contains(err.Error(), "context deadline exceeded"):
+			cancelled.Add(1) // FerretDB's report of the deadline's maxTimeMS, as in TestRandomCancellation
+		default:
+			t.Fatalf("iteration %d: %v", i, err)
+		}
+	}
+	close(stop)
+	other.Wait()
+	if got.Load() == 0 || cancelled.Load() == 0 {
+		t.Fatalf("claimed %d times, cancelled %d times: both must happen for the test to mean anything", got.Load(), cancelled.Load())
+	}
+	t.Logf("claimed %d times, cancelled %d times", got.Load(), cancelled.Load())
+	if n := twice.Load(); n != 0 {
+		t.Errorf("%d documents held twice", n)
+	}
+	noLocks(t, coll)
+	if n, _ := coll.CountDocuments(ctx, bson.D{{Key: "remote", Value: bson.D{{Key: "$exists", Value: true}}}}); n != 0 {
+		t.Errorf("%d documents counted a failure: an interrupted step counts nothing", n)
+	}
 }
