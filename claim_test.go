@@ -592,3 +592,55 @@ func TestRandomCancellationBatch(t *testing.T) {
 		t.Errorf("%d documents counted a failure: an interrupted step counts nothing", n)
 	}
 }
+
+// A batched Work keeps the leases of a claim's running steps alive with one
+// write per tick for the whole claim (no findAndModify refresh per lock),
+// past the lease's length, and no step loses its lock.
+func TestWorkBatchKeepsLeases(t *testing.T) {
+	ctx := testCtx(t)
+	coll, log := countedColl(t, newColl(t))
+	seedJobs(t, coll, 4)
+	const ttl = 400 * time.Millisecond
+	lk := mongolock.New(coll, mongolock.WithBatch(4), mongolock.WithLease(ttl), mongolock.WithAutoRefresh(100*time.Millisecond))
+	var mu sync.Mutex
+	var during []string
+	var started sync.WaitGroup
+	started.Add(4)
+	err := lk.Work(ctx, 4, ready, func(fnCtx context.Context, l *mongolock.Lock) error {
+		started.Done()
+		started.Wait() // all four run at once, from one claim
+		mark := log.mark()
+		select {
+		case <-time.After(3 * ttl):
+		case <-fnCtx.Done():
+			return fmt.Errorf("fn's context ended: %w", context.Cause(fnCtx))
+		}
+		mu.Lock()
+		if during == nil {
+			during = log.since(mark)
+		}
+		mu.Unlock()
+		notLost(t, l)
+		return l.SetUpdateOnRelease(setDone)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := coll.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}, {Key: mongolock.LockKey, Value: nil}}); n != 4 {
+		t.Fatalf("%d jobs done, want 4", n)
+	}
+	refreshes := 0
+	for _, name := range during {
+		switch name {
+		case "findAndModify":
+			t.Errorf("a lock was refreshed on its own: %v", during)
+		case "update":
+			refreshes++
+		}
+	}
+	// 12 ticks of 100ms in 1.2s: one write each for the four locks, where
+	// a refresh per lock would send 48.
+	if refreshes == 0 || refreshes > 16 {
+		t.Errorf("%d refreshing writes in %v for four locks: %v", refreshes, 3*ttl, during)
+	}
+}

@@ -25,7 +25,7 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 		defer close(published)
 		pub.run()
 	}()
-	jobs := make(chan *Lock)
+	jobs := make(chan claimed)
 	finished := make(chan stepDone, workers)
 	var (
 		wg       sync.WaitGroup
@@ -35,8 +35,8 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 	)
 	for range workers {
 		wg.Go(func() {
-			for l := range jobs {
-				finished <- lk.batchStep(ctx, s, l, fn, pub, func(p any) {
+			for c := range jobs {
+				finished <- lk.batchStep(ctx, s, c, fn, pub, func(p any) {
 					mu.Lock()
 					if !panicked {
 						panicked, panicVal = true, p
@@ -63,14 +63,14 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 
 // batchStep runs one step on a claimed lock; a panic in fn is handed to
 // onPanic after runStep has released the document unchanged.
-func (lk *Locker) batchStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error, pub *publisher, onPanic func(any)) (d stepDone) {
+func (lk *Locker) batchStep(ctx context.Context, s *stepRequest, c claimed, fn func(context.Context, *Lock) error, pub *publisher, onPanic func(any)) (d stepDone) {
 	defer func() {
 		if p := recover(); p != nil {
 			onPanic(p)
 			d = stepDone{err: context.Canceled}
 		}
 	}()
-	fnErr, err := lk.runBatchStep(ctx, s, l, fn, pub)
+	fnErr, err := lk.runBatchStep(ctx, s, c, fn, pub)
 	if errors.Is(err, ErrLockLost) {
 		err = nil // the document is someone else's now
 	}
@@ -86,7 +86,7 @@ type stepDone struct {
 
 // dispatch claims documents for idle workers until nothing matches the
 // filter and every worker is idle, ctx ends, or a step's release fails.
-func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, jobs chan<- *Lock, finished <-chan stepDone, pub *publisher) error {
+func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, jobs chan<- claimed, finished <-chan stepDone, pub *publisher) error {
 	var z sleeper
 	defer z.stop()
 	idle := workers
@@ -148,11 +148,15 @@ func (lk *Locker) dispatch(ctx context.Context, workers int, s *stepRequest, job
 		locks, now, err := lk.stepClaim(ctx, s, want)
 		if err == nil {
 			lk.waiters.leave(me)
+			k := lk.newKeeper(s.r.cfg.refreshEvery(), len(locks))
 			for i, l := range locks {
 				select {
-				case jobs <- l:
+				case jobs <- claimed{l, k}:
 					idle--
 				case <-ctx.Done():
+					for range locks[i:] {
+						k.leave(nil)
+					}
 					giveBack(locks[i:])
 					return lk.drain(workers-idle, finished, ctx.Err())
 				}
@@ -242,9 +246,11 @@ func (z *sleeper) sleepOr(ctx context.Context, d time.Duration, wake <-chan stru
 // sends it with the releases of other steps that ended at about the same
 // time. The release carries the same bookkeeping (stepRelease), and a
 // release whose bookkeeping did not arrive still frees the document.
-func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error, pub *publisher) (fnErr, err error) {
+func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, c claimed, fn func(context.Context, *Lock) error, pub *publisher) (fnErr, err error) {
+	l := c.l
 	fnCtx, cancel := context.WithCancelCause(ctx)
-	stop := l.keepAlive(fnCtx, cancel, s.r.cfg.refreshEvery())
+	c.k.join(l, cancel)
+	stop := func() { c.k.leave(l) }
 	decided := false
 	defer func() {
 		if !decided { // fn or GiveUp panicked: free the document as it was
@@ -393,4 +399,148 @@ func (z *sleeper) gather(d time.Duration, finished <-chan stepDone, collect func
 			return
 		}
 	}
+}
+
+// claimed is a lock handed to a worker, with the keeper of its claim.
+type claimed struct {
+	l *Lock
+	k *claimKeeper
+}
+
+// claimKeeper keeps the leases of one claim's running steps alive: one
+// write per tick for all of them (their filter names each lock as its own
+// release does), instead of one refresh per lock. When the write does not
+// refresh them all, each is refreshed on its own, which tells the lost
+// ones: their fn's context is cancelled with ErrLockLost, as Do's
+// keep-alive does. A nil keeper (no lease, no auto-refresh) does nothing.
+type claimKeeper struct {
+	lk    *Locker
+	every time.Duration
+
+	mu      sync.Mutex
+	members map[*Lock]context.CancelCauseFunc
+	left    int // steps of the claim not yet ended
+	quit    chan struct{}
+}
+
+// newKeeper starts the keeper of a claim of n locks, which stops when all
+// n have left.
+func (lk *Locker) newKeeper(every time.Duration, n int) *claimKeeper {
+	if every <= 0 {
+		return nil
+	}
+	k := &claimKeeper{lk: lk, every: every, members: map[*Lock]context.CancelCauseFunc{}, left: n, quit: make(chan struct{})}
+	go k.run()
+	return k
+}
+
+// join adds a running step's lock and the cancel of its fn's context.
+func (k *claimKeeper) join(l *Lock, cancel context.CancelCauseFunc) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.members[l] = cancel
+}
+
+// leave removes a lock whose step ended (nil: one never handed out). The
+// refresh in flight, if any, ends before leave returns, so that the step's
+// release does not meet it.
+func (k *claimKeeper) leave(l *Lock) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.members, l)
+	if k.left--; k.left == 0 {
+		close(k.quit)
+	}
+}
+
+func (k *claimKeeper) run() {
+	t := time.NewTicker(k.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.quit:
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		k.refresh()
+		k.mu.Unlock()
+	}
+}
+
+// refresh renews every member's lock_time and lease in one write. k.mu is
+// held: a step that ends waits for it.
+func (k *claimKeeper) refresh() {
+	if len(k.members) == 0 {
+		return
+	}
+	locks := make([]*Lock, 0, len(k.members))
+	for l := range k.members {
+		locks = append(locks, l)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
+	defer cancel()
+	if !k.refreshTogether(ctx, locks) {
+		for _, l := range locks { // one by one: which are lost, and where are the others
+			err := l.Refresh(ctx)
+			if errors.Is(err, ErrLockLost) {
+				k.members[l](err)
+			} else if err != nil {
+				if expired := l.leaseRanOut(); expired != nil {
+					k.members[l](expired)
+				}
+			}
+		}
+	}
+}
+
+// refreshTogether sends one write that renews every lock of locks; it
+// reports whether that write refreshed them all. It applies only to locks
+// that share one random lock id and no pending refresh, without fencing,
+// as a claim's are.
+func (k *claimKeeper) refreshTogether(ctx context.Context, locks []*Lock) bool {
+	unlock := lockAll(locks)
+	defer unlock()
+	first := locks[0]
+	docs := make([]bson.RawValue, len(locks))
+	var times bson.A
+	t := bson.DateTime(0)
+	for i, l := range locks {
+		if l.done || l.cfg.lockID != "" || l.fields.seq != "" || len(l.id.pending) > 0 || l.id.lockID != first.id.lockID {
+			return false
+		}
+		docs[i] = l.id.docID
+		times = append(times, l.id.time)
+		t = max(t, l.id.time+1)
+	}
+	now, err := k.lk.clock.Now(ctx)
+	if err != nil {
+		return false
+	}
+	t = max(t, bson.NewDateTimeFromTime(now))
+	var expires time.Time
+	if first.cfg.lease > 0 {
+		expires = now.Add(first.cfg.lease)
+	}
+	filter := append(idsFilter(docs), bson.E{Key: first.fields.lock, Value: first.id.lockID},
+		bson.E{Key: first.fields.time, Value: bson.D{{Key: "$in", Value: times}}})
+	res, err := k.lk.coll.UpdateMany(ctx, filter, refreshUpdate(first.fields, t, expires))
+	if err == nil && res.MatchedCount == int64(len(locks)) {
+		for _, l := range locks {
+			l.id.time, l.expires = t, expires
+		}
+		return true
+	}
+	if err == nil || unknownOutcome(ctx, err) {
+		for _, l := range locks { // some may carry t now: the next write names either time
+			l.id.pending = append(l.id.pending, t)
+		}
+	}
+	return false
 }
