@@ -443,3 +443,56 @@ func TestWorkBatch16(t *testing.T) {
 		t.Run(tc.name, tc.test)
 	}
 }
+
+// Batched workers in this process and one-at-a-time workers in two other
+// processes drain one queue at once: every job is stepped on as often as
+// the policy says, never by two holders at once, and ends as it should.
+func TestWorkBatchMixedProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	coll := newColl(t)
+	const jobs, procs, workers = 160, 2, 4
+	seedWorkQueue(t, coll, jobs)
+	var tally stepTally
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	batched := make(chan error, 1)
+	go func() {
+		lk := mongolock.New(coll, mongolock.WithRetry(workPolicy), mongolock.WithPollInterval(20*time.Millisecond), mongolock.WithBatch(16))
+		batched <- lk.Work(ctx, 8, ready, queueStep(&tally, nil))
+	}()
+	steps, spans := map[int]int{}, map[int][][2]int64{}
+	var overlaps int64
+	for _, r := range runChildren(t, "work", procs, coll, workers, 0) {
+		for k, end := range r {
+			var id int
+			var start int64
+			if _, err := fmt.Sscanf(k, "span:%d:%d", &id, &start); err == nil {
+				steps[id]++
+				spans[id] = append(spans[id], [2]int64{start, end})
+			}
+		}
+		overlaps += r["overlaps"]
+	}
+	if err := <-batched; err != nil {
+		t.Fatal(err)
+	}
+	others := 0
+	for _, n := range steps {
+		others += n
+	}
+	if others == 0 {
+		t.Error("the other processes took no job: the test did not mix them")
+	}
+	local := 0
+	for id, n := range tally.steps {
+		steps[id] += n
+		spans[id] = append(spans[id], tally.spans[id]...)
+		local += n
+	}
+	if local == 0 {
+		t.Error("the batched workers took no job: the test did not mix them")
+	}
+	checkWorkQueue(t, coll, steps, spans, overlaps+tally.overlaps.Load(), jobs)
+}
