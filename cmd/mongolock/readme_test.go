@@ -28,7 +28,7 @@ var goBlock = regexp.MustCompile("(?s)\n```go\n(.*?)```\n")
 // readmeSnippets are the README's Go blocks, in order: each is one of these
 // files after its package clause, so that it compiles, passes go vet, and
 // runs in a test.
-var readmeSnippets = []string{"readme_snippet_test.go", "readme_step_snippet_test.go", "readme_group_snippet_test.go"}
+var readmeSnippets = []string{"readme_snippet_test.go", "readme_step_snippet_test.go", "readme_group_snippet_test.go", "readme_batch_snippet_test.go"}
 
 // TestREADMESnippet: the README's Go code is the readmeSnippets files, and
 // the first does what the README says.
