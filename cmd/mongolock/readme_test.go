@@ -161,3 +161,31 @@ func TestREADMEDoAll(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEBatchSnippet: the README's batch snippet claims and releases a
+// batch, and its batched worker drains a queue.
+func TestREADMEBatchSnippet(t *testing.T) {
+	ctx := context.Background()
+	jobs := client.Database("work").Collection("batch_jobs")
+	defer jobs.Drop(ctx)
+	var docs []any
+	for i := range 40 {
+		docs = append(docs, bson.D{{Key: "_id", Value: i}, {Key: "state", Value: "READY"}, {Key: "priority", Value: i % 5}})
+	}
+	if _, err := jobs.InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	if err := claimBatch(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := jobs.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}}); err != nil || n != 16 {
+		t.Fatalf("%d jobs DONE after one claim, want 16 (%v)", n, err)
+	}
+	if err := drainBatched(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	n, err := jobs.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}, {Key: mongolock.LockKey, Value: nil}})
+	if err != nil || n != 40 {
+		t.Errorf("%d unlocked DONE jobs, want 40 (%v)", n, err)
+	}
+}
