@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
@@ -223,7 +224,7 @@ func BenchmarkQueue(b *testing.B) {
 }
 
 // seedQueue fills coll with n READY jobs of priorities 0 to 9.
-func seedQueue(b *testing.B, coll *mongo.Collection, n int) {
+func seedQueue(b testing.TB, coll *mongo.Collection, n int) {
 	const batch = 1000
 	for first := 0; first < n; first += batch {
 		docs := make([]any, min(batch, n-first))
@@ -304,4 +305,105 @@ func startChild(b *testing.B, role string, coll *mongo.Collection, workers, roun
 		}
 		return vals
 	}}
+}
+
+// BenchmarkQueueBatch: 16 workers drain READY jobs, highest priority first,
+// publishing DONE on release, with no work per job, from a collection of
+// docs documents: the bare one-document loop (findOneAndUpdate + updateOne
+// per job), Work as it is (batch 1: one Step per job) and Work with
+// WithBatch(16), in the same run, on the same server. Each round makes
+// min(docs, 480) jobs READY (untimed) and the rest DONE, so every query
+// still meets the whole collection. Reported: jobs/s of each side, Work's
+// round trips per job (counted by a command monitor), and batch16-x-bare,
+// the batched side's jobs/s over the bare loop's.
+func BenchmarkQueueBatch(b *testing.B) {
+	const workers = 16
+	for _, size := range []int{200, 2000, 20000} {
+		b.Run(fmt.Sprintf("docs=%d", size), func(b *testing.B) {
+			ctx := context.Background()
+			var sent atomic.Int64
+			mon := &event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) { sent.Add(1) }}
+			mc, err := mongo.Connect(options.Client().ApplyURI(uri).SetMonitor(mon).SetMaxPoolSize(64))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer mc.Disconnect(ctx)
+			bareColl := benchColl(b)
+			one := mc.Database(testDB).Collection(benchColl(b).Name())
+			many := mc.Database(testDB).Collection(benchColl(b).Name())
+			for _, c := range []*mongo.Collection{bareColl, one, many} {
+				seedQueue(b, c, size)
+			}
+			sort := bson.D{{Key: "priority", Value: -1}}
+			ready := bson.D{{Key: "state", Value: "READY"}}
+			done := bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "DONE"}}}}
+			step := func(ctx context.Context, l *mongolock.Lock) error { return l.SetUpdateOnRelease(done) }
+			lk1 := mongolock.New(one, mongolock.WithSort(sort))
+			lk16 := mongolock.New(many, mongolock.WithSort(sort), mongolock.WithBatch(16))
+			var left atomic.Int64
+			bareDrain := func() error {
+				for left.Add(-1) >= 0 {
+					doc, err := bareQueueLock(ctx, bareColl, ready, sort)
+					if err != nil {
+						return err
+					}
+					if err := bareRelease(ctx, bareColl, doc, bson.E{Key: "state", Value: "DONE"}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			perRound := min(size, 480)
+			var bare, c1, c16 cost
+			var rt1, rt16 int64
+			b.ResetTimer()
+			for next := 0; next < b.N; next += perRound {
+				n := min(perRound, b.N-next)
+				for _, side := range []struct {
+					coll *mongo.Collection
+					c    *cost
+					rt   *int64
+					run  func() error
+				}{
+					{bareColl, &bare, nil, func() error { left.Store(int64(n)); return parallel(workers, bareDrain) }},
+					{one, &c1, &rt1, func() error { return lk1.Work(ctx, workers, ready, step) }},
+					{many, &c16, &rt16, func() error { return lk16.Work(ctx, workers, ready, step) }},
+				} {
+					b.StopTimer()
+					if _, err := side.coll.UpdateMany(ctx, bson.D{}, bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "DONE"}}}}); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := side.coll.UpdateMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: n}}}}, bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: "READY"}}}}); err != nil {
+						b.Fatal(err)
+					}
+					before := sent.Load()
+					b.StartTimer()
+					side.c.begin()
+					if err := side.run(); err != nil {
+						b.Fatal(err)
+					}
+					side.c.end()
+					if side.rt != nil {
+						*side.rt += sent.Load() - before
+					}
+				}
+			}
+			b.StopTimer()
+			for _, c := range []*mongo.Collection{bareColl, one, many} {
+				if left, err := c.CountDocuments(ctx, bson.D{{Key: "$or", Value: bson.A{ready, bson.D{{Key: mongolock.LockKey, Value: bson.D{{Key: "$ne", Value: nil}}}}}}}); err != nil || left != 0 {
+					b.Fatalf("%s: %d jobs left READY or locked (%v)", c.Name(), left, err)
+				}
+			}
+			f := float64(b.N)
+			rate := func(c *cost) float64 { return f / c.d.Seconds() }
+			b.ReportMetric(float64(c16.d.Nanoseconds())/f, "ns/op")
+			b.ReportMetric(rate(&bare), "bare-jobs/s")
+			b.ReportMetric(rate(&c1), "batch1-jobs/s")
+			b.ReportMetric(rate(&c16), "batch16-jobs/s")
+			b.ReportMetric(float64(rt1)/f, "batch1-rt/job")
+			b.ReportMetric(float64(rt16)/f, "batch16-rt/job")
+			b.ReportMetric(rate(&c16)/rate(&bare), "batch16-x-bare")
+			b.ReportMetric(rate(&c1)/rate(&bare), "batch1-x-bare")
+		})
+	}
 }

@@ -67,4 +67,16 @@
 // so groups cannot deadlock whatever their order, and runs fn again already
 // holding it. example_test.go has both as runnable
 // examples.
+//
+// # Claiming many documents per round trip
+//
+// Locker.TryAcquireMany locks up to n matching, unlocked documents in three
+// round trips whatever n: it reads up to n candidate _ids in the Locker's
+// sort, locks them with one conditional updateMany under one lock id (each
+// document still gets its lock fields, holder record, lease, fencing token
+// and WithUpdate, and its own *Lock, whose release names its _id and lock
+// time, so it frees that document alone), and reads them back by _id.
+// ReleaseAll releases many locks in one bulk write per collection; locks
+// whose releases write the same update share one write. Work with
+// WithBatch(n) claims this way for its idle workers only.
 package mongolock

@@ -55,6 +55,7 @@ type config struct {
 	observer       Observer
 	logger         *slog.Logger
 	retry          Retry // Step and Work's policy (step.go); zero fields take the defaults
+	batch          int   // Work: documents claimed per round; 0 means 1
 }
 
 func defaultConfig() config {
@@ -274,6 +275,19 @@ func WithObserver(o Observer) Option {
 // The default is none.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
+}
+
+// WithBatch makes Work claim up to n due documents per round trip
+// (TryAcquireMany), for its idle workers only: never more documents than
+// workers that can start on them now. n must be at least 1. The default is
+// 1: one Step per document.
+func WithBatch(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			c.fail(invalid("WithBatch: %d is below 1", n))
+		}
+		c.batch = n
+	}
 }
 
 // checkFieldName rejects names that cannot hold a lock field. A dotted name

@@ -269,6 +269,9 @@ func (lk *Locker) Work(ctx context.Context, workers int, filter any, fn func(ctx
 	if err != nil {
 		return err
 	}
+	if s.r.cfg.batch > 1 {
+		return lk.workBatched(ctx, workers, s, fn)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (

@@ -138,7 +138,7 @@ func seedWorkQueue(t *testing.T, coll *mongo.Collection, n int) {
 // findAndModify's matches in memory, which for hundreds of jobs costs more
 // than the rest of a step (Step's order is tested on its own).
 func workLocker(coll *mongo.Collection) *mongolock.Locker {
-	return mongolock.New(coll, mongolock.WithRetry(workPolicy), mongolock.WithPollInterval(20*time.Millisecond))
+	return mongolock.New(coll, mongolock.WithRetry(workPolicy), mongolock.WithPollInterval(20*time.Millisecond), workBatch)
 }
 
 // checkWorkQueue checks that every job ended DONE or given up, stepped on
@@ -206,7 +206,11 @@ func TestWorkProcesses(t *testing.T) {
 	seedWorkQueue(t, coll, jobs)
 	steps, spans := map[int]int{}, map[int][][2]int64{}
 	var overlaps int64
-	for _, r := range runChildren(t, "work", procs, coll, workers, 0) {
+	role := "work"
+	if workBatch != nil {
+		role = "work16"
+	}
+	for _, r := range runChildren(t, role, procs, coll, workers, 0) {
 		for k, end := range r {
 			var id int
 			var start int64
@@ -244,7 +248,7 @@ func TestWorkEmpty(t *testing.T) {
 	coll := newColl(t)
 	insert(t, coll, bson.D{{Key: "_id", Value: 1}, {Key: "state", Value: "DONE"}})
 	ran := false
-	err := mongolock.New(coll).Work(ctx, 4, ready, func(context.Context, *mongolock.Lock) error { ran = true; return nil })
+	err := mongolock.New(coll, workBatch).Work(ctx, 4, ready, func(context.Context, *mongolock.Lock) error { ran = true; return nil })
 	if err != nil || ran {
 		t.Errorf("Work on an empty queue: %v, fn ran: %v", err, ran)
 	}
@@ -257,7 +261,7 @@ func TestWorkSleepsUntilNotBefore(t *testing.T) {
 	coll, attempts := countFindAndModify(t, newColl(t))
 	nb := bson.NewDateTimeFromTime(serverNow(t).Add(300 * time.Millisecond))
 	insert(t, coll, bson.D{{Key: "_id", Value: 1}, {Key: "state", Value: "READY"}, {Key: "remote", Value: bson.D{{Key: "retry_time_limit", Value: nb}}}})
-	lk := mongolock.New(coll, mongolock.WithPollInterval(time.Hour))
+	lk := mongolock.New(coll, mongolock.WithPollInterval(time.Hour), workBatch)
 	if err := lk.Work(ctx, 2, ready, publishDone); err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +280,7 @@ func TestWorkWokenByRelease(t *testing.T) {
 	coll := newColl(t)
 	insert(t, coll, bson.D{{Key: "_id", Value: 1}, {Key: "state", Value: "READY"}})
 	var obs countingObserver
-	lk := mongolock.New(coll, mongolock.WithPollInterval(time.Hour), mongolock.WithObserver(&obs))
+	lk := mongolock.New(coll, mongolock.WithPollInterval(time.Hour), mongolock.WithObserver(&obs), workBatch)
 	held, err := lk.TryAcquire(ctx, ready)
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +315,7 @@ func TestWorkFnMeetsLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lk := mongolock.New(jobs, mongolock.WithPollInterval(20*time.Millisecond), mongolock.WithRetry(mongolock.Retry{MaxAttempts: 1}))
+	lk := mongolock.New(jobs, mongolock.WithPollInterval(20*time.Millisecond), mongolock.WithRetry(mongolock.Retry{MaxAttempts: 1}), workBatch)
 	done := make(chan error, 1)
 	go func() {
 		done <- lk.Work(ctx, 2, ready, func(ctx context.Context, l *mongolock.Lock) error {
@@ -351,7 +355,7 @@ func TestWorkStopsWithContext(t *testing.T) {
 	seedJobs(t, coll, 20)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	var n atomic.Int32
-	err := mongolock.New(coll).Work(ctx, 3, ready, func(ctx context.Context, l *mongolock.Lock) error {
+	err := mongolock.New(coll, workBatch).Work(ctx, 3, ready, func(ctx context.Context, l *mongolock.Lock) error {
 		if n.Add(1) == 3 { // every worker is inside fn
 			cancel()
 		}
@@ -387,7 +391,7 @@ func TestWorkPanic(t *testing.T) {
 			t.Errorf("%d locks left behind", n)
 		}
 	}()
-	_ = mongolock.New(coll).Work(ctx, 3, ready, func(ctx context.Context, l *mongolock.Lock) error {
+	_ = mongolock.New(coll, workBatch).Work(ctx, 3, ready, func(ctx context.Context, l *mongolock.Lock) error {
 		if l.Document().Lookup("_id").AsInt64() == 3 {
 			panic("job 3")
 		}
@@ -402,7 +406,7 @@ func TestWorkServerError(t *testing.T) {
 	ctx := testCtx(t)
 	coll := newColl(t)
 	seedJobs(t, coll, 3)
-	err := mongolock.New(coll).Work(ctx, 2, bson.D{{Key: "state", Value: bson.D{{Key: "$bogus", Value: 1}}}}, publishDone)
+	err := mongolock.New(coll, workBatch).Work(ctx, 2, bson.D{{Key: "state", Value: bson.D{{Key: "$bogus", Value: 1}}}}, publishDone)
 	if err == nil || errors.Is(err, mongolock.ErrInvalidOption) {
 		t.Errorf("Work with a filter the server refuses: %v", err)
 	}
@@ -411,6 +415,84 @@ func TestWorkServerError(t *testing.T) {
 // childRoles are the roles of child processes that the tests of Work and
 // DoAll add to runChild's.
 var childRoles = map[string]func(ctx context.Context, coll *mongo.Collection, workers, rounds int) int{
-	"work":    workChild,
+	"work": workChild,
+	"work16": func(ctx context.Context, coll *mongo.Collection, workers, rounds int) int {
+		workBatch = mongolock.WithBatch(16)
+		return workChild(ctx, coll, workers, rounds)
+	},
 	"crossed": crossedChild,
+}
+
+// workBatch is the Locker option of the Work tests: nil (one Step per
+// document) when they run on their own, WithBatch(16) under TestWorkBatch16.
+var workBatch mongolock.Option
+
+// The Work tests again, claiming up to 16 documents per round trip.
+func TestWorkBatch16(t *testing.T) {
+	workBatch = mongolock.WithBatch(16)
+	defer func() { workBatch = nil }()
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"Queue", TestWorkQueue}, {"Processes", TestWorkProcesses}, {"Empty", TestWorkEmpty},
+		{"SleepsUntilNotBefore", TestWorkSleepsUntilNotBefore}, {"WokenByRelease", TestWorkWokenByRelease},
+		{"FnMeetsLock", TestWorkFnMeetsLock}, {"StopsWithContext", TestWorkStopsWithContext},
+		{"Panic", TestWorkPanic}, {"ServerError", TestWorkServerError},
+	} {
+		t.Run(tc.name, tc.test)
+	}
+}
+
+// Batched workers in this process and one-at-a-time workers in two other
+// processes drain one queue at once: every job is stepped on as often as
+// the policy says, never by two holders at once, and ends as it should.
+func TestWorkBatchMixedProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	coll := newColl(t)
+	const jobs, procs, workers = 160, 2, 4
+	seedWorkQueue(t, coll, jobs)
+	var tally stepTally
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	batched := make(chan error, 1)
+	go func() {
+		lk := mongolock.New(coll, mongolock.WithRetry(workPolicy), mongolock.WithPollInterval(20*time.Millisecond), mongolock.WithBatch(16))
+		batched <- lk.Work(ctx, 8, ready, queueStep(&tally, nil))
+	}()
+	steps, spans := map[int]int{}, map[int][][2]int64{}
+	var overlaps int64
+	for _, r := range runChildren(t, "work", procs, coll, workers, 0) {
+		for k, end := range r {
+			var id int
+			var start int64
+			if _, err := fmt.Sscanf(k, "span:%d:%d", &id, &start); err == nil {
+				steps[id]++
+				spans[id] = append(spans[id], [2]int64{start, end})
+			}
+		}
+		overlaps += r["overlaps"]
+	}
+	if err := <-batched; err != nil {
+		t.Fatal(err)
+	}
+	others := 0
+	for _, n := range steps {
+		others += n
+	}
+	if others == 0 {
+		t.Error("the other processes took no job: the test did not mix them")
+	}
+	local := 0
+	for id, n := range tally.steps {
+		steps[id] += n
+		spans[id] = append(spans[id], tally.spans[id]...)
+		local += n
+	}
+	if local == 0 {
+		t.Error("the batched workers took no job: the test did not mix them")
+	}
+	checkWorkQueue(t, coll, steps, spans, overlaps+tally.overlaps.Load(), jobs)
 }

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mongolock/mongolock"
@@ -27,6 +29,7 @@ import (
 type demoConfig struct {
 	conn
 	workers int
+	batch   int // documents Work claims per round trip
 	work    time.Duration
 	fail    float64 // share of steps that fail
 }
@@ -53,6 +56,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	jobs := fs.Int("jobs", 200, "number of jobs to seed")
 	procs := fs.Int("procs", 1, "OS processes to spread the workers over")
 	fs.IntVar(&cfg.workers, "workers", 8, "number of workers in all")
+	fs.IntVar(&cfg.batch, "batch", 16, "jobs a process claims per round trip for its idle workers (1: one job per claim, the old path)")
 	fs.DurationVar(&cfg.work, "work", 100*time.Millisecond, "mean simulated work per job")
 	fs.Float64Var(&cfg.fail, "fail", 0, "share of steps that fail, between 0 and 1: a failed job is retried after a back-off, and given up (REMOTE_ERROR) at its third failure")
 	fs.StringVar(&cfg.uri, "uri", "", "run against this MongoDB `URI` (default: start the embedded server)")
@@ -67,6 +71,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, fs, "-jobs must be positive, not %d", *jobs)
 	case cfg.workers <= 0:
 		return usageError(stderr, fs, "-workers must be positive, not %d", cfg.workers)
+	case cfg.batch <= 0:
+		return usageError(stderr, fs, "-batch must be positive, not %d", cfg.batch)
 	case *procs <= 0 || *procs > cfg.workers:
 		return usageError(stderr, fs, "-procs must be between 1 and -workers (%d), not %d", cfg.workers, *procs)
 	case cfg.work < 0:
@@ -167,7 +173,7 @@ func demoChild(ctx context.Context, cfg demoConfig, share int, counts *demoCount
 		return err
 	}
 	cmd := exec.CommandContext(ctx, self, "demo-worker", "-uri", cfg.uri, "-db", cfg.db, "-collection", cfg.collection,
-		"-workers", strconv.Itoa(share), "-work", cfg.work.String(), "-fail", strconv.FormatFloat(cfg.fail, 'g', -1, 64))
+		"-workers", strconv.Itoa(share), "-batch", strconv.Itoa(cfg.batch), "-work", cfg.work.String(), "-fail", strconv.FormatFloat(cfg.fail, 'g', -1, 64))
 	cmd.Env = append(os.Environ(), childCommandEnv+"=1")
 	var errOut strings.Builder
 	cmd.Stderr = &errOut
@@ -189,6 +195,8 @@ func demoChild(ctx context.Context, cfg demoConfig, share int, counts *demoCount
 			counts.retried.Add(n)
 		case "steps":
 			counts.steps.Add(n)
+		case "roundtrips":
+			counts.roundTrips.Add(n)
 		}
 	}
 	return nil
@@ -204,6 +212,7 @@ func runDemoWorker(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var cfg demoConfig
 	cfg.register(fs)
 	fs.IntVar(&cfg.workers, "workers", 1, "workers in this process")
+	fs.IntVar(&cfg.batch, "batch", 1, "jobs claimed per round trip")
 	fs.DurationVar(&cfg.work, "work", 100*time.Millisecond, "mean simulated work per job")
 	fs.Float64Var(&cfg.fail, "fail", 0, "share of steps that fail")
 	if ok, code := parse(fs, args); !ok {
@@ -213,7 +222,7 @@ func runDemoWorker(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := demoWorkers(ctx, cfg, &counts); err != nil {
 		return fail(stderr, "demo-worker", err)
 	}
-	fmt.Fprintf(stdout, "waits=%d\nretried=%d\nsteps=%d\n", counts.waits.Load(), counts.retried.Load(), counts.steps.Load())
+	fmt.Fprintf(stdout, "waits=%d\nretried=%d\nsteps=%d\nroundtrips=%d\n", counts.waits.Load(), counts.retried.Load(), counts.steps.Load(), counts.roundTrips.Load())
 	return exitOK
 }
 
@@ -223,6 +232,8 @@ type demoCounts struct {
 	waits   atomic.Int64 // attempts that found every due job locked
 	retried atomic.Int64 // failed steps that will be retried
 	steps   atomic.Int64 // steps taken, failed or not
+
+	roundTrips atomic.Int64 // commands the workers' clients sent
 }
 
 func (c *demoCounts) Acquired(string, time.Duration, time.Duration) {}
@@ -245,7 +256,15 @@ func demoWorkers(ctx context.Context, cfg demoConfig, counts *demoCounts) error 
 		return err
 	}
 	defer client.Disconnect(context.Background())
-	lk := mongolock.New(cfg.coll(client),
+	// The workers' own client counts their round trips.
+	count := &event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) { counts.roundTrips.Add(1) }}
+	wclient, err := mongo.Connect(options.Client().ApplyURI(cfg.uri).SetServerSelectionTimeout(cfg.timeout).SetMonitor(count))
+	if err != nil {
+		return err
+	}
+	defer wclient.Disconnect(context.Background())
+	lk := mongolock.New(cfg.coll(wclient),
+		mongolock.WithBatch(max(cfg.batch, 1)),
 		mongolock.WithSort(bson.D{{Key: "priority", Value: -1}}),
 		mongolock.WithPollInterval(50*time.Millisecond),
 		mongolock.WithRetry(demoRetry(cfg.work)),
@@ -368,6 +387,7 @@ func demoSummary(ctx context.Context, w, stderr io.Writer, coll *mongo.Collectio
 	fmt.Fprintf(w, "wall time:              %v\n", wall.Round(time.Millisecond))
 	fmt.Fprintf(w, "throughput:             %.1f jobs/s\n", float64(done)/wall.Seconds())
 	fmt.Fprintf(w, "lock waits:             %d\n", counts.waits.Load())
+	fmt.Fprintf(w, "round trips per job:    %.2f\n", float64(counts.roundTrips.Load())/float64(max(counts.steps.Load(), 1)))
 	fmt.Fprintf(w, "locks left behind:      %d\n", locked)
 	fmt.Fprintf(w, "jobs processed twice:   %d\n", twice)
 	if twice > 0 || done+gaveUp != int64(jobs) || locked > 0 {

@@ -28,7 +28,7 @@ var goBlock = regexp.MustCompile("(?s)\n```go\n(.*?)```\n")
 // readmeSnippets are the README's Go blocks, in order: each is one of these
 // files after its package clause, so that it compiles, passes go vet, and
 // runs in a test.
-var readmeSnippets = []string{"readme_snippet_test.go", "readme_step_snippet_test.go", "readme_group_snippet_test.go"}
+var readmeSnippets = []string{"readme_snippet_test.go", "readme_step_snippet_test.go", "readme_group_snippet_test.go", "readme_batch_snippet_test.go"}
 
 // TestREADMESnippet: the README's Go code is the readmeSnippets files, and
 // the first does what the README says.
@@ -159,5 +159,33 @@ func TestREADMEDoAll(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Errorf("%s: %d unlocked READY documents, want 1 (%v)", name, n, err)
 		}
+	}
+}
+
+// TestREADMEBatchSnippet: the README's batch snippet claims and releases a
+// batch, and its batched worker drains a queue.
+func TestREADMEBatchSnippet(t *testing.T) {
+	ctx := context.Background()
+	jobs := client.Database("work").Collection("batch_jobs")
+	defer jobs.Drop(ctx)
+	var docs []any
+	for i := range 40 {
+		docs = append(docs, bson.D{{Key: "_id", Value: i}, {Key: "state", Value: "READY"}, {Key: "priority", Value: i % 5}})
+	}
+	if _, err := jobs.InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	if err := claimBatch(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := jobs.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}}); err != nil || n != 16 {
+		t.Fatalf("%d jobs DONE after one claim, want 16 (%v)", n, err)
+	}
+	if err := drainBatched(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	n, err := jobs.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}, {Key: mongolock.LockKey, Value: nil}})
+	if err != nil || n != 40 {
+		t.Errorf("%d unlocked DONE jobs, want 40 (%v)", n, err)
 	}
 }
