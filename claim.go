@@ -96,12 +96,13 @@ func (lk *Locker) claim(ctx context.Context, r *request, n int) ([]*Lock, error)
 // claim takes over one document whose holder's lease ran out, and otherwise
 // names the holder it found.
 func (lk *Locker) claimExpired(ctx context.Context, r *request, holder bson.Raw) ([]*Lock, error) {
+	at := time.Now() // before the server time that expires is counted from
 	expires, err := lk.leaseEnd(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	lockID, nonce := newLockID(r)
-	a := &acquisition{lockID: lockID, nonce: nonce, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
+	a := &acquisition{lockID: lockID, nonce: nonce, at: at, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
 	l, err := lk.takeOver(ctx, r, a)
 	switch {
 	case err != nil:
@@ -167,12 +168,13 @@ func (lk *Locker) candidates(ctx context.Context, r *request, n int) ([]bson.Raw
 // context of its own: a caller who gives up meanwhile gets its locks given
 // back, not stranded.
 func (lk *Locker) claimIDs(ctx context.Context, r *request, ids []bson.RawValue) ([]*Lock, bson.Raw, error) {
+	at := time.Now() // before the server time that expires is counted from
 	expires, err := lk.leaseEnd(ctx, r)
 	if err != nil {
 		return nil, nil, err
 	}
 	lockID, nonce := newLockID(r)
-	a := &acquisition{lockID: lockID, nonce: nonce, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
+	a := &acquisition{lockID: lockID, nonce: nonce, at: at, update: acquireUpdate(r.update, r.fields, lockID, holderRecord(lockID, nonce, expires))}
 	o := options.UpdateMany()
 	if r.find.Collation != nil {
 		o.SetCollation(r.find.Collation)
@@ -197,7 +199,7 @@ func (lk *Locker) claimIDs(ctx context.Context, r *request, ids []bson.RawValue)
 	for _, doc := range docs {
 		switch {
 		case doc != nil && isMine(doc, r.fields, a):
-			l, err := lk.newLock(r, doc, latency)
+			l, err := lk.newLock(r, doc, a, latency)
 			if err != nil {
 				return nil, nil, errors.Join(err, releaseAll(ctx, locks))
 			}
