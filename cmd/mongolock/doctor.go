@@ -138,6 +138,14 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 // examine runs every check in turn. An error means the server could not be
 // asked at all; a question it cannot answer is a finding.
 func (d *doctor) examine(ctx context.Context, r *doctorReport) error {
+	// A server that stops answering midway fails the report, as an
+	// unreachable one does: the whole report gets six times -timeout.
+	limit := 6 * d.timeout
+	if d.atomic {
+		limit += 2 * doctorAtomicRun
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	if err := d.checkServer(ctx, r); err != nil {
 		return err
 	}
