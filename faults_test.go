@@ -297,7 +297,8 @@ func TestFaultReleaseThenTaken(t *testing.T) {
 	ctx := testCtx(t)
 	f := newFaulty(t)
 	job := jobDoc(t, f.direct)
-	l, err := mongolock.New(f.coll).TryAcquire(ctx, job)
+	obs := &countingObserver{}
+	l, err := mongolock.New(f.coll, mongolock.WithObserver(obs)).TryAcquire(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +319,11 @@ func TestFaultReleaseThenTaken(t *testing.T) {
 	if !errors.Is(err, mongolock.ErrLockLost) || !strings.Contains(err.Error(), "may have freed it") || !mongo.IsNetworkError(err) {
 		t.Errorf("release: %v; want ErrLockLost saying that the lost release may have freed the lock", err)
 	}
+	obs.mu.Lock()
+	if obs.counts["lost"] != 1 || obs.counts["released"] != 0 {
+		t.Errorf("observer heard %v; want the lock lost once", obs.counts) // else a count of held locks never comes down
+	}
+	obs.mu.Unlock()
 	if got := get(t, f.direct, "job")[mongolock.LockKey]; got != other.ID() {
 		t.Fatalf("the new holder's lock was touched: lock_id %v, want %s", got, other.ID())
 	}

@@ -218,6 +218,9 @@ func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error)
 		return nil
 	}
 	l.lostOnce.Do(func() { close(l.lost) })
+	if o := l.cfg.observer; o != nil { // every lock ends released or lost, for observers that count held locks
+		o.Lost(l.locker.coll.Name(), time.Since(l.acquired))
+	}
 	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%w), and the lock "+
 		"is no longer held: that release may have freed it before someone else took, unlocked or deleted it",
 		ErrLockLost, l.id.lockID, idString(l.id.docID), cause)
