@@ -189,6 +189,8 @@ func demoChild(ctx context.Context, cfg demoConfig, share int, counts *demoCount
 			counts.retried.Add(n)
 		case "steps":
 			counts.steps.Add(n)
+		default:
+			counts.figures.read(k, n)
 		}
 	}
 	return nil
@@ -214,6 +216,7 @@ func runDemoWorker(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fail(stderr, "demo-worker", err)
 	}
 	fmt.Fprintf(stdout, "waits=%d\nretried=%d\nsteps=%d\n", counts.waits.Load(), counts.retried.Load(), counts.steps.Load())
+	counts.figures.write(stdout)
 	return exitOK
 }
 
@@ -223,6 +226,7 @@ type demoCounts struct {
 	waits   atomic.Int64 // attempts that found every due job locked
 	retried atomic.Int64 // failed steps that will be retried
 	steps   atomic.Int64 // steps taken, failed or not
+	figures demoFigures  // waits, round trips and holds, as the metrics see them
 }
 
 func (c *demoCounts) Acquired(string, time.Duration, time.Duration) {}
@@ -249,7 +253,7 @@ func demoWorkers(ctx context.Context, cfg demoConfig, counts *demoCounts) error 
 		mongolock.WithSort(bson.D{{Key: "priority", Value: -1}}),
 		mongolock.WithPollInterval(50*time.Millisecond),
 		mongolock.WithRetry(demoRetry(cfg.work)),
-		mongolock.WithObserver(counts))
+		mongolock.WithObserver(demoObserver{counts}))
 	ready := bson.D{{Key: "state", Value: "READY"}}
 	return lk.Work(ctx, cfg.workers, ready, func(ctx context.Context, l *mongolock.Lock) error {
 		counts.steps.Add(1)
@@ -368,6 +372,7 @@ func demoSummary(ctx context.Context, w, stderr io.Writer, coll *mongo.Collectio
 	fmt.Fprintf(w, "wall time:              %v\n", wall.Round(time.Millisecond))
 	fmt.Fprintf(w, "throughput:             %.1f jobs/s\n", float64(done)/wall.Seconds())
 	fmt.Fprintf(w, "lock waits:             %d\n", counts.waits.Load())
+	counts.figures.print(w)
 	fmt.Fprintf(w, "locks left behind:      %d\n", locked)
 	fmt.Fprintf(w, "jobs processed twice:   %d\n", twice)
 	if twice > 0 || done+gaveUp != int64(jobs) || locked > 0 {
