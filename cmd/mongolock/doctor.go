@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -609,10 +610,11 @@ func collectFerretPlan(v bson.RawValue, out *[]string) {
 // lockClasses sorts locks into what an operator can act on. host is this
 // machine's name for dead holders ("" when it cannot tell machines apart).
 type lockClasses struct {
-	oldest   *mongolock.LockInfo
-	expired  []mongolock.LockInfo // a lease declared and run out by the server's clock
-	dead     []mongolock.LockInfo // holder record on this host, process gone
-	orphaned []mongolock.LockInfo // no holder record (Python), older than -older-than
+	oldest    *mongolock.LockInfo
+	expired   []mongolock.LockInfo // a lease declared and run out by the server's clock
+	dead      []mongolock.LockInfo // holder record on this host, process gone
+	orphaned  []mongolock.LockInfo // no holder record (Python), older than -older-than
+	elsewhere []mongolock.LockInfo // a holder on another host, no lease, older than -older-than
 }
 
 func classifyLocks(infos []mongolock.LockInfo, now time.Time, olderThan time.Duration, host string) (lockClasses, error) {
@@ -633,8 +635,12 @@ func classifyLocks(infos []mongolock.LockInfo, now time.Time, olderThan time.Dur
 				c.dead = append(c.dead, in)
 			}
 		}
-		if !hasHolder(in) && in.LockTime.Before(now.Add(-olderThan)) {
+		old := in.LockTime.Before(now.Add(-olderThan))
+		switch {
+		case !hasHolder(in) && old:
 			c.orphaned = append(c.orphaned, in)
+		case hasHolder(in) && in.Host != host && in.Expires.IsZero() && old:
+			c.elsewhere = append(c.elsewhere, in)
 		}
 	}
 	return c, nil
@@ -665,7 +671,7 @@ func (d *doctor) checkLocks(ctx context.Context, r *doctorReport, docs int64) er
 		}
 	}
 	o := c.oldest
-	r.add("locks", verdictOK, "%d lock(s); the oldest: %s, lock id %s, taken %v ago (%s UTC)",
+	r.add("locks", verdictOK, "%d lock(s); the oldest: _id %s, lock id %s, taken %v ago (%s UTC)",
 		len(infos), idJSON(o.DocumentID), o.LockID, now.Sub(o.LockTime).Round(time.Second), o.LockTime.UTC().Format("2006-01-02 15:04:05"))
 
 	if len(c.expired) == 0 {
@@ -685,18 +691,46 @@ func (d *doctor) checkLocks(ctx context.Context, r *doctorReport, docs int64) er
 		f.Command = d.unlockCommand("-dead")
 	}
 	if len(c.orphaned) == 0 {
-		r.add("stale", verdictOK, "no lock without a holder record (a Python holder) older than %v", d.olderThan)
+		r.add("stale", verdictOK, "no lock without a holder record (a Python holder) older than %s", flagDuration(d.olderThan))
 	} else {
 		f := r.add("stale", verdictProblem, "%d lock(s) without a holder record (Python holders, which never expire) older than %v (%s)",
-			len(c.orphaned), d.olderThan, idList(c.orphaned))
-		f.Command = d.unlockCommand("-no-holder", "-older-than", d.olderThan.String())
+			len(c.orphaned), flagDuration(d.olderThan), idList(c.orphaned))
+		f.Command = d.unlockCommand("-no-holder", "-older-than", flagDuration(d.olderThan))
+	}
+	if len(c.elsewhere) > 0 {
+		f := r.add("elsewhere", verdictWarn, "%d lock(s) older than %s without a lease, held from other hosts (%s), which cannot be asked from here whether their holders live (%s)",
+			len(c.elsewhere), flagDuration(d.olderThan), hostList(c.elsewhere), idList(c.elsewhere))
+		f.Command = d.unlockCommand("-dead") + "   # on each of those hosts"
 	}
 	return nil
 }
 
+// hostList names the hosts of the holders, each once.
+func hostList(infos []mongolock.LockInfo) string {
+	var hosts []string
+	for _, in := range infos {
+		if !slices.Contains(hosts, in.Host) {
+			hosts = append(hosts, in.Host)
+		}
+	}
+	return strings.Join(hosts, ", ")
+}
+
+// flagDuration writes d as a flag would be typed: 24h, not 24h0m0s.
+func flagDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 // idList names up to 5 locked documents.
 func idList(infos []mongolock.LockInfo) string {
-	var ids []string
+	ids := []string{"_id"}
 	for i, in := range infos {
 		if i == 5 {
 			ids = append(ids, fmt.Sprintf("and %d more", len(infos)-5))
@@ -704,7 +738,7 @@ func idList(infos []mongolock.LockInfo) string {
 		}
 		ids = append(ids, idJSON(in.DocumentID))
 	}
-	return strings.Join(ids, ", ")
+	return ids[0] + " " + strings.Join(ids[1:], ", ")
 }
 
 // unlockCommand is the unlock command line for the report's collection; it

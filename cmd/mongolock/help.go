@@ -178,12 +178,15 @@ act, the command to run:
               createIndex that would; "unknown" where the server cannot
               tell. FerretDB 1.x never serves this claim from an index.
               No index is a warning from 1000 documents on, fine below.
-  locks       how many, and the oldest
+  locks       of the whole collection (-filter does not narrow them): how
+              many, and the oldest
   expired     locks whose declared lease ran out (warn: mongolock acquirers
               take them over, Python's MongoLock does not)
   dead        locks held by a process of this host that is gone (problem)
   stale       locks without a holder record (Python) older than -older-than
               (problem: they never expire)
+  elsewhere   locks older than -older-than held without a lease from other
+              hosts (warn: run unlock -dead there)
   atomic      with -atomic: check's measurement, 2s (problem when not atomic)
 
 Lock ages and leases are judged by the server's clock. Pass -filter and
