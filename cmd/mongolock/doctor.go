@@ -180,11 +180,13 @@ func (d *doctor) checkServer(ctx context.Context, r *doctorReport) error {
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
+	// A server that answers hello but keeps its build to itself is still
+	// worth examining.
 	build, err := admin.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Raw()
-	if err != nil {
-		return fmt.Errorf("buildInfo: %w", err)
+	version, ok := build.Lookup("version").StringValueOK()
+	if err != nil || !ok {
+		version = "(version unknown)"
 	}
-	version, _ := build.Lookup("version").StringValueOK()
 	_, d.ferret = build.Lookup("ferretdbVersion").StringValueOK()
 	d.topology = topologyOf(hello)
 	server := "MongoDB " + version
