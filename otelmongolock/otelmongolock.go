@@ -61,10 +61,13 @@ var (
 	_ mongolock.StepObserver = (*Observer)(nil)
 )
 
-// collectionAttrs are a collection's attribute sets, built once so that
-// recording does not allocate.
+// collectionAttrs are a collection's attribute sets, built once (as the
+// option slices the instruments take) so that recording does not allocate.
 type collectionAttrs struct {
-	coll, acquired, gaveUp, released, lost metric.MeasurementOption
+	coll                             []metric.AddOption
+	observe                          []metric.ObserveOption
+	acquire                          []metric.RecordOption // collection only
+	acquired, gaveUp, released, lost []metric.RecordOption
 }
 
 // New returns an Observer whose instruments come from mp's meter
@@ -118,7 +121,7 @@ func New(mp metric.MeterProvider) (*Observer, error) {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		for coll, n := range o.held {
-			ob.ObserveInt64(gauge, n, o.attrs[coll].coll)
+			ob.ObserveInt64(gauge, n, o.attrs[coll].observe...)
 		}
 		return nil
 	}, gauge); err != nil {
@@ -134,11 +137,12 @@ func (o *Observer) attrsOf(coll string, delta int64) *collectionAttrs {
 	a, ok := o.attrs[coll]
 	if !ok {
 		c := CollectionKey.String(coll)
-		with := func(outcome string) metric.MeasurementOption {
-			return metric.WithAttributeSet(attribute.NewSet(c, OutcomeKey.String(outcome)))
+		only := metric.WithAttributeSet(attribute.NewSet(c))
+		with := func(outcome string) []metric.RecordOption {
+			return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(c, OutcomeKey.String(outcome)))}
 		}
 		a = &collectionAttrs{
-			coll:     metric.WithAttributeSet(attribute.NewSet(c)),
+			coll: []metric.AddOption{only}, observe: []metric.ObserveOption{only}, acquire: []metric.RecordOption{only},
 			acquired: with(OutcomeAcquired), gaveUp: with(OutcomeGaveUp),
 			released: with(OutcomeReleased), lost: with(OutcomeLost),
 		}
@@ -156,43 +160,43 @@ var bg = context.Background()
 // Acquired implements mongolock.Observer.
 func (o *Observer) Acquired(collection string, latency, waited time.Duration) {
 	a := o.attrsOf(collection, 1)
-	o.acquisitions.Add(bg, 1, a.coll)
-	o.acquireDuration.Record(bg, latency.Seconds(), a.coll)
-	o.waitDuration.Record(bg, waited.Seconds(), a.acquired)
+	o.acquisitions.Add(bg, 1, a.coll...)
+	o.acquireDuration.Record(bg, latency.Seconds(), a.acquire...)
+	o.waitDuration.Record(bg, waited.Seconds(), a.acquired...)
 }
 
 // Contended implements mongolock.Observer.
 func (o *Observer) Contended(collection string) {
-	o.contentions.Add(bg, 1, o.attrsOf(collection, 0).coll)
+	o.contentions.Add(bg, 1, o.attrsOf(collection, 0).coll...)
 }
 
 // GaveUp implements mongolock.Observer.
 func (o *Observer) GaveUp(collection string, waited time.Duration) {
 	a := o.attrsOf(collection, 0)
-	o.giveUps.Add(bg, 1, a.coll)
-	o.waitDuration.Record(bg, waited.Seconds(), a.gaveUp)
+	o.giveUps.Add(bg, 1, a.coll...)
+	o.waitDuration.Record(bg, waited.Seconds(), a.gaveUp...)
 }
 
 // Released implements mongolock.Observer.
 func (o *Observer) Released(collection string, held time.Duration) {
 	a := o.attrsOf(collection, -1)
-	o.releases.Add(bg, 1, a.coll)
-	o.holdDuration.Record(bg, held.Seconds(), a.released)
+	o.releases.Add(bg, 1, a.coll...)
+	o.holdDuration.Record(bg, held.Seconds(), a.released...)
 }
 
 // Lost implements mongolock.Observer.
 func (o *Observer) Lost(collection string, held time.Duration) {
 	a := o.attrsOf(collection, -1)
-	o.lost.Add(bg, 1, a.coll)
-	o.holdDuration.Record(bg, held.Seconds(), a.lost)
+	o.lost.Add(bg, 1, a.coll...)
+	o.holdDuration.Record(bg, held.Seconds(), a.lost...)
 }
 
 // StepRetried implements mongolock.StepObserver.
 func (o *Observer) StepRetried(collection string) {
-	o.stepRetries.Add(bg, 1, o.attrsOf(collection, 0).coll)
+	o.stepRetries.Add(bg, 1, o.attrsOf(collection, 0).coll...)
 }
 
 // StepGaveUp implements mongolock.StepObserver.
 func (o *Observer) StepGaveUp(collection string) {
-	o.stepGiveUps.Add(bg, 1, o.attrsOf(collection, 0).coll)
+	o.stepGiveUps.Add(bg, 1, o.attrsOf(collection, 0).coll...)
 }
