@@ -206,6 +206,8 @@ func (d *doctor) checkServer(ctx context.Context, r *doctorReport) error {
 	clustered := d.topology != "standalone"
 	_, sessions := hello.Lookup("logicalSessionTimeoutMinutes").AsInt64OK()
 	switch {
+	case clustered && sessions && d.uriOpts.RetryWrites != nil && !*d.uriOpts.RetryWrites:
+		r.add("writes", verdictOK, "retryable writes available but turned off by the URI (retryWrites=false); mongolock recovers its lost replies without them")
 	case clustered && sessions:
 		r.add("writes", verdictOK, "retryable writes available")
 	default:
