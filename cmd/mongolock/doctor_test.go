@@ -279,6 +279,10 @@ func TestDoctorFreshServer(t *testing.T) {
 		if !strings.HasPrefix(lines[len(lines)-1], "ok: ") {
 			t.Errorf("summary: %s", lines[len(lines)-1])
 		}
+		code, r := doctorJSON(t, args...)
+		if code != exitOK || r.Verdict != verdictOK || r.URI != serverURI || r.Database != "mongolock_cmd_doctor_fresh" || r.Collection != "jobs" || len(r.Findings) != len(lines)-2 {
+			t.Errorf("doctor -json %v: exit %d, %+v; want the text report's %d findings", args, code, r, len(lines)-2)
+		}
 	}
 }
 
