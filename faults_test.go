@@ -298,7 +298,8 @@ func TestFaultReleaseThenTaken(t *testing.T) {
 	ctx := testCtx(t)
 	f := newFaulty(t)
 	job := jobDoc(t, f.direct)
-	l, err := mongolock.New(f.coll).TryAcquire(ctx, job)
+	obs := &countingObserver{}
+	l, err := mongolock.New(f.coll, mongolock.WithObserver(obs)).TryAcquire(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +320,11 @@ func TestFaultReleaseThenTaken(t *testing.T) {
 	if err != nil {
 		t.Errorf("release: %v; want nil, its lost copy freed the lock", err)
 	}
+	obs.mu.Lock()
+	if obs.counts["lost"] != 0 {
+		t.Errorf("observer heard %v; want no lost lock: our own lost copy released it", obs.counts)
+	}
+	obs.mu.Unlock()
 	doc := get(t, f.direct, "job")
 	if doc[mongolock.LockKey] != other.ID() || doc["state"] != "DONE" {
 		t.Fatalf("the new holder's lock was touched, or the update not applied: %v", doc)

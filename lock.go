@@ -259,6 +259,9 @@ func (l *Lock) afterLostReply(ctx context.Context, a releaseAction, cause error)
 		return nil
 	}
 	l.lostOnce.Do(func() { close(l.lost) })
+	if o := l.cfg.observer; o != nil { // every lock ends released or lost, for observers that count held locks
+		o.Lost(l.locker.coll.Name(), time.Since(l.acquired))
+	}
 	return fmt.Errorf("%w: releasing lock %s on document %s: the reply of an earlier release was lost (%w), and the lock "+
 		"is no longer held and the document does not show that release: someone else broke, took over, unlocked or deleted it "+
 		"(or took and released it after that release freed it)",

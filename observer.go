@@ -22,3 +22,32 @@ type Observer interface {
 	// Lost is called when the library learns that a lock it held is gone.
 	Lost(collection string, held time.Duration)
 }
+
+// StepObserver is an optional extension of Observer for Step and Work: when
+// the Observer given to WithObserver also implements it, it hears of the
+// steps whose failure was counted in their document. It is a separate
+// interface so that existing Observers keep compiling.
+type StepObserver interface {
+	// StepRetried is called when a step's fn failed and the release
+	// counted the failure and set the document's not-before time: the
+	// document will be tried again.
+	StepRetried(collection string)
+	// StepGaveUp is called when a step's release wrote Retry's GiveUp
+	// update: fn returned Permanent(err), or the attempts ran out.
+	StepGaveUp(collection string)
+}
+
+// observeStep tells o, if it is a StepObserver, the outcome of a step whose
+// release was applied.
+func observeStep(o Observer, collection string, outcome stepOutcome) {
+	so, ok := o.(StepObserver)
+	if !ok {
+		return
+	}
+	switch outcome {
+	case stepRetry:
+		so.StepRetried(collection)
+	case stepGiveUp:
+		so.StepGaveUp(collection)
+	}
+}

@@ -2,11 +2,15 @@ package mongolock_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/mongolock/mongolock"
 )
@@ -74,5 +78,56 @@ func TestObserverAndLogger(t *testing.T) {
 		if !strings.Contains(logs.String(), "mongolock: "+msg) {
 			t.Errorf("no %q debug record in:\n%s", msg, logs.String())
 		}
+	}
+}
+
+// stepCountingObserver also counts step outcomes.
+type stepCountingObserver struct{ countingObserver }
+
+func (o *stepCountingObserver) StepRetried(string) { o.add("step retried", 0) }
+func (o *stepCountingObserver) StepGaveUp(string)  { o.add("step gave up", 0) }
+
+// An Observer that implements StepObserver hears of each counted failure of
+// a step: retried, or given up (attempts ran out, or Permanent).
+func TestStepObserver(t *testing.T) {
+	ctx := testCtx(t)
+	coll := newColl(t)
+	job := jobDoc(t, coll)
+	obs := &stepCountingObserver{}
+	lk := mongolock.New(coll, mongolock.WithObserver(obs), mongolock.WithRetry(mongolock.Retry{MaxAttempts: 1, Delays: []time.Duration{time.Nanosecond}}))
+	failing := errors.New("boom")
+	steps := []struct {
+		fn   func(context.Context, *mongolock.Lock) error
+		want map[string]int
+	}{
+		{func(context.Context, *mongolock.Lock) error { return nil }, map[string]int{}},
+		{func(context.Context, *mongolock.Lock) error { return failing }, map[string]int{"step retried": 1}},
+		{func(context.Context, *mongolock.Lock) error { return failing }, map[string]int{"step retried": 1, "step gave up": 1}},
+	}
+	for i, s := range steps {
+		for { // the retry's not-before is a nanosecond later
+			err := lk.Step(ctx, job, s.fn)
+			if !errors.Is(err, mongolock.ErrNotFound) {
+				break
+			}
+		}
+		obs.mu.Lock()
+		got := map[string]int{"step retried": obs.counts["step retried"], "step gave up": obs.counts["step gave up"]}
+		obs.mu.Unlock()
+		for k := range got {
+			if got[k] != s.want[k] {
+				t.Errorf("after step %d: %s %d times, want %d", i+1, k, got[k], s.want[k])
+			}
+		}
+	}
+	// Permanent gives up at once, on a document with no failure counted.
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "job2"}, {Key: "state", Value: "READY"}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = lk.Step(ctx, bson.D{{Key: "_id", Value: "job2"}}, func(context.Context, *mongolock.Lock) error { return mongolock.Permanent(failing) })
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.counts["step gave up"] != 2 || obs.counts["step retried"] != 1 {
+		t.Errorf("after Permanent: %v", obs.counts)
 	}
 }

@@ -193,6 +193,9 @@ func (lk *Locker) runStep(ctx context.Context, s *stepRequest, l *Lock, fn func(
 		lk.debug(s.r.cfg.logger, "step "+o.String(), "lock_id", l.ID(), "error", fnErr)
 	}
 	err = l.release(ctx, a)
+	if err == nil {
+		observeStep(s.r.cfg.observer, lk.coll.Name(), o)
+	}
 	if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
 		// The bookkeeping did not arrive: still free the document.
 		err = errors.Join(err, l.release(ctx, releaseAction{}))

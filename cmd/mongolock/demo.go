@@ -197,6 +197,8 @@ func demoChild(ctx context.Context, cfg demoConfig, share int, counts *demoCount
 			counts.steps.Add(n)
 		case "roundtrips":
 			counts.roundTrips.Add(n)
+		default:
+			counts.figures.read(k, n)
 		}
 	}
 	return nil
@@ -223,6 +225,7 @@ func runDemoWorker(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fail(stderr, "demo-worker", err)
 	}
 	fmt.Fprintf(stdout, "waits=%d\nretried=%d\nsteps=%d\nroundtrips=%d\n", counts.waits.Load(), counts.retried.Load(), counts.steps.Load(), counts.roundTrips.Load())
+	counts.figures.write(stdout)
 	return exitOK
 }
 
@@ -234,6 +237,7 @@ type demoCounts struct {
 	steps   atomic.Int64 // steps taken, failed or not
 
 	roundTrips atomic.Int64 // commands the workers' clients sent
+	figures    demoFigures  // waits, round trips and holds, as the metrics see them
 }
 
 func (c *demoCounts) Acquired(string, time.Duration, time.Duration) {}
@@ -268,7 +272,7 @@ func demoWorkers(ctx context.Context, cfg demoConfig, counts *demoCounts) error 
 		mongolock.WithSort(bson.D{{Key: "priority", Value: -1}}),
 		mongolock.WithPollInterval(50*time.Millisecond),
 		mongolock.WithRetry(demoRetry(cfg.work)),
-		mongolock.WithObserver(counts))
+		mongolock.WithObserver(demoObserver{counts}))
 	ready := bson.D{{Key: "state", Value: "READY"}}
 	return lk.Work(ctx, cfg.workers, ready, func(ctx context.Context, l *mongolock.Lock) error {
 		counts.steps.Add(1)
@@ -388,6 +392,7 @@ func demoSummary(ctx context.Context, w, stderr io.Writer, coll *mongo.Collectio
 	fmt.Fprintf(w, "throughput:             %.1f jobs/s\n", float64(done)/wall.Seconds())
 	fmt.Fprintf(w, "lock waits:             %d\n", counts.waits.Load())
 	fmt.Fprintf(w, "round trips per job:    %.2f\n", float64(counts.roundTrips.Load())/float64(max(counts.steps.Load(), 1)))
+	counts.figures.print(w)
 	fmt.Fprintf(w, "locks left behind:      %d\n", locked)
 	fmt.Fprintf(w, "jobs processed twice:   %d\n", twice)
 	if twice > 0 || done+gaveUp != int64(jobs) || locked > 0 {

@@ -17,6 +17,7 @@ var helps = map[string]helpText{
 	"unlock":      unlockHelp,
 	"exec":        execHelp,
 	"check":       checkHelp,
+	"doctor":      doctorHelp,
 	"demo-worker": {usage: "[flags]"},
 	"exec-guard":  {usage: "-- command [args]"},
 }
@@ -71,12 +72,13 @@ jobflow-remote (Python) have no holder record: they show "-".`,
 }
 
 var unlockHelp = helpText{
-	usage:   "{-filter DOCUMENT | -older-than DURATION | -dead | -all} [flags]",
-	summary: "clear locks, by filter, age or dead holder",
+	usage:   "{-filter DOCUMENT | -older-than DURATION | -dead | -expired | -no-holder | -all} [flags]",
+	summary: "clear locks, by filter, age, dead holder or expired lease",
 	about: `
 Clears locks, whoever holds them: their holders' releases then fail with
-ErrLockLost. Say which locks: -filter, -older-than and -dead select (a lock
-must pass all that are given), and -all alone takes every lock.
+ErrLockLost. Say which locks: -filter, -older-than, -dead, -expired and
+-no-holder select (a lock must pass all that are given), and -all alone
+takes every lock.
 
 unlock shows the locks and asks before it acts unless -yes, then clears
 exactly the locks it showed, each named by its _id, lock id and lock time:
@@ -87,12 +89,20 @@ goes with the lock. It prints how many locks it cleared.
 name) and a process id that no longer exists here (kill(pid, 0) fails with
 ESRCH). A lock without a holder record (taken by Python) is never dead, nor
 is one whose pid now belongs to another process. Do not use -dead where
-machines, or containers with separate process ids, share a host name.`,
+machines, or containers with separate process ids, share a host name.
+
+-expired selects the locks whose holder declared a lease (mongolock's
+WithLease) that has run out by the server's clock. -no-holder selects the
+locks that no holder record names: those of Python's MongoLock, which never
+expire; with -older-than, the old ones. 'mongolock doctor' prints these
+commands for the locks it finds.`,
 	notes: `Exit codes: 0 done (also when no lock matched); 1 failed, or not confirmed;
 2 usage error.`,
 	examples: `  mongolock unlock -filter '{"_id": {"$oid": "65f0c0ffee0000000000beef"}}'
   mongolock unlock -older-than 2h -filter '{"state": "RUNNING"}'
   mongolock unlock -dead -yes
+  mongolock unlock -expired
+  mongolock unlock -no-holder -older-than 24h
   mongolock unlock -all`,
 }
 
@@ -144,4 +154,48 @@ by default it is a new mongolock_check_<random>.`,
 1 failed; 2 usage error.`,
 	examples: `  mongolock check -uri mongodb://db.internal:27017
   mongolock check -uri "$MONGODB_URI" -db scratch -collection lockcheck -duration 10s`,
+}
+
+var doctorHelp = helpText{
+	usage:   "[flags]",
+	summary: "check a server and a lock collection, and say what to do about each finding",
+	about: `
+Examines the server and the lock collection and prints one line per
+finding with its verdict (ok, warn or problem) and, where an operator can
+act, the command to run:
+
+  server      version, FerretDB or MongoDB, topology (standalone, replica
+              set, sharded); whether the member is the primary
+  writes      whether retryable writes are available
+  changes     whether change streams are available
+  durability  replica sets and clusters: whether lock writes wait for a
+              majority (the URI's w, or the server's default)
+  reads       replica sets and clusters: where lock state is read
+  clock       this machine's clock against the server's (hello's localTime,
+              half the round trip added); warn past 1s
+  index       whether an index serves the claim (-filter plus lock_id: null,
+              sorted by -sort), from the server's explain, and the mongosh
+              createIndex that would; "unknown" where the server cannot
+              tell. FerretDB 1.x never serves this claim from an index.
+              No index is a warning from 1000 documents on, fine below.
+  locks       of the whole collection (-filter does not narrow them): how
+              many, and the oldest
+  expired     locks whose declared lease ran out (warn: mongolock acquirers
+              take them over, Python's MongoLock does not)
+  dead        locks held by a process of this host that is gone (problem)
+  stale       locks without a holder record (Python) older than -older-than
+              (problem: they never expire)
+  elsewhere   locks older than -older-than held without a lease from other
+              hosts (warn: run unlock -dead there)
+  atomic      with -atomic: check's measurement, 2s (problem when not atomic)
+
+Lock ages and leases are judged by the server's clock. Pass -filter and
+-sort as your workers pass them to WithSort and the claim.`,
+	notes: `Exit codes: 0 nothing is a problem (warnings allowed); 3 a finding is a
+problem; 1 the server cannot be asked; 2 usage error.`,
+	examples: `  mongolock doctor
+  mongolock doctor -uri mongodb://db1,db2,db3/?replicaSet=rs0 -db jobflow -collection jobs \
+      -filter '{"state": "READY"}' -sort '{"priority": -1}'
+  mongolock doctor -json -older-than 2h
+  mongolock doctor -atomic -uri mongodb://127.0.0.1:27018`,
 }

@@ -20,8 +20,8 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// Exit codes. exec also exits with its command's code, and check with
-// exitNotAtomic.
+// Exit codes. exec also exits with its command's code, check with
+// exitNotAtomic and doctor with exitProblem.
 const (
 	exitOK          = 0
 	exitFail        = 1  // the work failed: unreachable server, operation failed, not confirmed
@@ -44,6 +44,7 @@ func commands() []command {
 		{"unlock", runUnlock},
 		{"exec", runExec},
 		{"check", runCheck},
+		{"doctor", runDoctor},
 		{"demo-worker", runDemoWorker}, // the demo's other processes
 		{"exec-guard", runExecGuard},   // exec's guard of its command (Linux)
 	}
@@ -112,7 +113,7 @@ description, flags and examples.
 Exit codes: 0 done; 1 failed (server unreachable, operation failed); 2 usage
 error; exec: its command's code, 75 when the lock was not obtained in time,
 126/127 when the command cannot be run / is not found; check: 3 when the
-server is not atomic.
+server is not atomic; doctor: 3 when a finding is a problem.
 `)
 }
 

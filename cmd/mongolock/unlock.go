@@ -29,6 +29,8 @@ type unlockSelection struct {
 	olderThan time.Duration
 	olderSet  bool // -older-than was given, even as 0
 	dead      bool
+	expired   bool // the holder's declared lease ran out
+	noHolder  bool // no holder record names the lock (a Python holder)
 	all       bool
 }
 
@@ -40,6 +42,8 @@ func runUnlock(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.Var(&sel.filter, "filter", "only locks of documents matching this Extended JSON `document`")
 	fs.DurationVar(&sel.olderThan, "older-than", 0, "only locks taken longer ago than this `duration`, by the server's clock")
 	fs.BoolVar(&sel.dead, "dead", false, "only locks whose holder record names this host and a process that no longer runs")
+	fs.BoolVar(&sel.expired, "expired", false, "only locks whose holder declared a lease that has run out, by the server's clock")
+	fs.BoolVar(&sel.noHolder, "no-holder", false, "only locks without a holder record that names them (taken by Python, which never expire)")
 	fs.BoolVar(&sel.all, "all", false, "every lock of the collection (required when no other selector is given)")
 	yes := fs.Bool("yes", false, "do not ask before unlocking")
 	if ok, code := parse(fs, args); !ok {
@@ -98,24 +102,31 @@ func (s *unlockSelection) check() error {
 	if s.olderSet && s.olderThan <= 0 {
 		return errors.New("-older-than must be positive")
 	}
-	selective := s.filter.set || s.olderThan > 0 || s.dead
+	narrowing := s.olderThan > 0 || s.dead || s.expired || s.noHolder
+	selective := s.filter.set || narrowing
 	switch {
 	case s.all && selective:
-		return errors.New("-all clears every lock: it cannot be combined with -filter, -older-than or -dead")
-	case s.filter.set && len(s.filter.doc) == 0 && s.olderThan == 0 && !s.dead:
+		return errors.New("-all clears every lock: it cannot be combined with -filter, -older-than, -dead, -expired or -no-holder")
+	case s.filter.set && len(s.filter.doc) == 0 && !narrowing:
 		return errors.New("-filter {} matches every document; say -all to clear every lock")
 	case !s.all && !selective:
-		return errors.New("say which locks to clear: -filter, -older-than, -dead, or -all for every lock")
+		return errors.New("say which locks to clear: -filter, -older-than, -dead, -expired, -no-holder, or -all for every lock")
 	}
 	return nil
 }
 
-// keep returns the locks that pass -older-than and -dead; host is this
-// machine's name for -dead.
+// keep returns the locks that pass -older-than, -expired, -no-holder and
+// -dead; now is the server's time, host this machine's name for -dead.
 func (s *unlockSelection) keep(infos []mongolock.LockInfo, now time.Time, host string) ([]mongolock.LockInfo, error) {
 	var kept []mongolock.LockInfo
 	for _, in := range infos {
 		if s.olderThan > 0 && !in.LockTime.Before(now.Add(-s.olderThan)) {
+			continue
+		}
+		if s.expired && (in.Expires.IsZero() || in.Expires.After(now)) {
+			continue
+		}
+		if s.noHolder && hasHolder(in) {
 			continue
 		}
 		if s.dead {
@@ -131,6 +142,9 @@ func (s *unlockSelection) keep(infos []mongolock.LockInfo, now time.Time, host s
 	}
 	return kept, nil
 }
+
+// hasHolder reports whether a holder record names the lock.
+func hasHolder(in mongolock.LockInfo) bool { return in.Host != "" || in.PID != 0 }
 
 // holderIsDead reports whether the lock's holder record names host and a
 // process that no longer exists. A lock without a record (a Python holder)

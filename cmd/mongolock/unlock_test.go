@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -326,5 +328,52 @@ func TestUnlockDead(t *testing.T) {
 	code, out, _ = runCmd(append([]string{"unlock", "-dead", "-yes", "-filter", `{"_id": "job2"}`}, flags...)...)
 	if code != exitOK || !strings.Contains(out, "nothing to do") {
 		t.Errorf("unlock -dead of a live holder: exit %d\n%s", code, out)
+	}
+}
+
+// TestUnlockExpiredAndNoHolder: -expired takes the locks whose declared
+// lease ran out, -no-holder those no holder record names (Python's, or one
+// whose record names an earlier lock); each leaves every other lock alone,
+// and -older-than narrows -no-holder.
+func TestUnlockExpiredAndNoHolder(t *testing.T) {
+	plant := func(t *testing.T) (*mongo.Collection, []string) {
+		coll, flags := newJobs(t, 5)
+		lockAs(t, coll, "job1", "expired", time.Minute, &holderRec{lockID: "expired", host: "node-7", pid: 4242, expires: time.Now().Add(-time.Minute)})
+		lockAs(t, coll, "job2", "running", 3*time.Hour, &holderRec{lockID: "running", host: "node-7", pid: 4242, expires: time.Now().Add(time.Hour)})
+		lockAs(t, coll, "job3", "no-lease", 3*time.Hour, &holderRec{lockID: "no-lease", host: "node-7", pid: 4242})
+		lockAs(t, coll, "job4", "python-old", 3*time.Hour, nil)
+		lockAs(t, coll, "job5", "python-young", time.Minute, &holderRec{lockID: "before", host: "node-8", pid: 1, expires: time.Now().Add(-time.Hour)})
+		return coll, flags
+	}
+	for _, tc := range []struct {
+		args    []string
+		cleared []string
+	}{
+		{[]string{"-expired"}, []string{"job1"}},
+		{[]string{"-no-holder"}, []string{"job4", "job5"}},
+		{[]string{"-no-holder", "-older-than", "1h"}, []string{"job4"}},
+		{[]string{"-expired", "-filter", `{"_id": "job2"}`}, nil},
+		{[]string{"-expired", "-no-holder"}, nil},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			coll, flags := plant(t)
+			code, out, errOut := runCmd(append(append([]string{"unlock", "-yes"}, tc.args...), flags...)...)
+			want := fmt.Sprintf("unlocked %d document(s)", len(tc.cleared))
+			if len(tc.cleared) == 0 {
+				want = "nothing to do"
+			}
+			if code != exitOK || !strings.Contains(out, want) {
+				t.Fatalf("exit %d, want %q\n%s%s", code, want, out, errOut)
+			}
+			for _, id := range []string{"job1", "job2", "job3", "job4", "job5"} {
+				if got, cleared := lockOf(t, coll, id), slices.Contains(tc.cleared, id); cleared != (got == nil) {
+					t.Errorf("%s: lock %v; want cleared: %v", id, got, cleared)
+				}
+			}
+		})
+	}
+	code, _, errOut := runCmd("unlock", "-all", "-expired")
+	if code != exitUsage || !strings.Contains(errOut, "cannot be combined") {
+		t.Errorf("-all -expired: exit %d\n%s", code, errOut)
 	}
 }
