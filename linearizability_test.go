@@ -222,7 +222,7 @@ func ownServer(t *testing.T) *linServer {
 		return &linServer{addr: addr, client: client}
 	}
 	dir := t.TempDir()
-	s, err := testserver.Start(testserver.Options{DataDir: dir})
+	s, err := testserver.StartProcess(testserver.Options{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func ownServer(t *testing.T) *linServer {
 		if err := s.Close(); err != nil {
 			return err
 		}
-		s, err = testserver.Start(testserver.Options{DataDir: dir, Listen: ls.addr})
+		s, err = testserver.StartProcess(testserver.Options{DataDir: dir, Listen: ls.addr})
 		return err
 	}
 	t.Cleanup(func() {

@@ -30,7 +30,7 @@ func TestServerRestartMidHold(t *testing.T) {
 		t.Skip("restarts the embedded server")
 	}
 	dir := t.TempDir()
-	srv, err := testserver.Start(testserver.Options{DataDir: dir})
+	srv, err := testserver.StartProcess(testserver.Options{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestServerRestartMidHold(t *testing.T) {
 		}
 	}
 
-	srv, err = testserver.Start(testserver.Options{DataDir: dir, Listen: addr})
+	srv, err = testserver.StartProcess(testserver.Options{DataDir: dir, Listen: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
