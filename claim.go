@@ -248,7 +248,7 @@ func (lk *Locker) readClaim(ctx context.Context, r *request, ids []bson.RawValue
 			break
 		}
 	}
-	lk.rememberUnsettled(r.fields, a.lockID, a.nonce)
+	lk.rememberUnsettled(r, a.lockID, a.nonce)
 	cause := werr
 	if cause == nil {
 		cause = errors.New("the claim's write was applied")

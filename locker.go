@@ -267,7 +267,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisiti
 			return nil, ioError(ctx, "acquiring", err)
 		}
 		if doc, err = lk.recoverLock(wctx, r, a, err); doc == nil {
-			lk.rememberUnsettled(r.fields, a.lockID, a.nonce) // a held write can still land
+			lk.rememberUnsettled(r, a.lockID, a.nonce) // a held write can still land
 			return nil, ioError(ctx, "acquiring", err)
 		}
 	}
@@ -277,7 +277,7 @@ func (lk *Locker) take(ctx context.Context, r *request, filter any, a *acquisiti
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		if err := l.release(ctx, releaseAction{}); err != nil {
-			lk.rememberUnsettled(r.fields, a.lockID, a.nonce)
+			lk.rememberUnsettled(r, a.lockID, a.nonce)
 			return nil, fmt.Errorf("mongolock: acquiring: %w; giving the lock back: %w", cerr, err)
 		}
 		return nil, fmt.Errorf("mongolock: acquiring: %w", cerr)

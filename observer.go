@@ -37,6 +37,24 @@ type StepObserver interface {
 	StepGaveUp(collection string)
 }
 
+// SweepObserver is an optional extension of Observer for the sweep of
+// unsettled acquisitions (see Locker.Close): when the Observer given to
+// WithObserver also implements it, it hears of each acquiring write whose
+// outcome a lost reply left unknown, and of each lock such a write took
+// when it landed late and the sweep released. Unsettled acquisitions that
+// are never swept landed nowhere, or were released by their lease or an
+// operator. Calls come from the Locker's sweep goroutine too; they must not
+// block.
+type SweepObserver interface {
+	// Unsettled is called when an acquiring write got no reply and its
+	// lock was not found: the Locker keeps looking for it.
+	Unsettled(collection string)
+	// Swept is called for each lock the sweep found, taken by an acquiring
+	// write that landed after its caller had been told it failed, and
+	// released.
+	Swept(collection string)
+}
+
 // observeStep tells o, if it is a StepObserver, the outcome of a step whose
 // release was applied.
 func observeStep(o Observer, collection string, outcome stepOutcome) {

@@ -38,6 +38,7 @@ var (
 // remembered, so that the sweep reads no package variable a test may change.
 type unsettled struct {
 	fields        fieldSet
+	observer      Observer // told of the locks the sweep releases, if a SweepObserver
 	lockID, nonce string
 	until         time.Time     // the horizon: after it, the write cannot land
 	next          time.Time     // the next look
@@ -74,15 +75,18 @@ func (s *sweeper) isClosed() bool {
 // and releases every one it finds. lockID and nonce must name that one write
 // alone, and no Lock the caller holds. On a closed Locker nothing is
 // remembered: the caller's error already says that a lock may be left.
-func (lk *Locker) rememberUnsettled(f fieldSet, lockID, nonce string) {
+func (lk *Locker) rememberUnsettled(r *request, lockID, nonce string) {
 	now := time.Now()
-	u := &unsettled{fields: f, lockID: lockID, nonce: nonce, until: now.Add(sweepHorizon),
+	u := &unsettled{fields: r.fields, observer: r.cfg.observer, lockID: lockID, nonce: nonce, until: now.Add(sweepHorizon),
 		next: now.Add(sweepFirst), period: 2 * sweepFirst, longest: sweepLongest, timeout: attemptTimeout}
 	s := &lk.sweep
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || lk.coll == nil {
 		return
+	}
+	if so, ok := u.observer.(SweepObserver); ok {
+		so.Unsettled(lk.coll.Name())
 	}
 	s.pending = append(s.pending, u)
 	if s.cancel == nil {
@@ -218,10 +222,14 @@ func (lk *Locker) sweepOne(ctx context.Context, u *unsettled) (bool, error) {
 	}
 	for _, doc := range docs {
 		filter := sweepFilter(doc, u)
-		if _, err := lk.coll.UpdateOne(ctx, filter, clearUpdate(nil, u.fields)); err != nil {
+		res, err := lk.coll.UpdateOne(ctx, filter, clearUpdate(nil, u.fields))
+		if err != nil {
 			return false, err
 		}
 		lk.sweepLog("released a lock taken by an acquiring write that landed late", u)
+		if so, ok := u.observer.(SweepObserver); ok && res.ModifiedCount > 0 {
+			so.Swept(lk.coll.Name())
+		}
 	}
 	return len(docs) > 0, nil
 }

@@ -55,7 +55,8 @@ func TestSweepLateAcquire(t *testing.T) {
 			}
 			// The fencing counter stays counted after a release: it shows
 			// that the late write was applied.
-			lk := mongolock.New(f.coll, shared, mongolock.WithFencing("fence"))
+			obs := &sweepCountingObserver{}
+			lk := mongolock.New(f.coll, shared, mongolock.WithFencing("fence"), mongolock.WithObserver(obs))
 			land := c.stall(f)
 			_, err = lk.TryAcquire(ctx, job)
 			if err == nil {
@@ -72,9 +73,20 @@ func TestSweepLateAcquire(t *testing.T) {
 			if err := lk.Close(ctx); err != nil {
 				t.Fatalf("Close after the sweep settled everything: %v", err)
 			}
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			if obs.counts["unsettled"] != 1 || obs.counts["swept"] != 1 {
+				t.Errorf("the SweepObserver heard %v; want one unsettled acquisition and one swept lock", obs.counts)
+			}
 		})
 	}
 }
+
+// sweepCountingObserver also counts the sweep's events.
+type sweepCountingObserver struct{ countingObserver }
+
+func (o *sweepCountingObserver) Unsettled(string) { o.add("unsettled", 0) }
+func (o *sweepCountingObserver) Swept(string)     { o.add("swept", 0) }
 
 // Close cannot reach the server: its error names the lock id that a late
 // write may still take, and until when, and matches ctx's error. No

@@ -43,12 +43,13 @@ const (
 // durationBuckets suit both a round trip (ms) and a long hold (minutes).
 var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
-// Observer implements mongolock.Observer and mongolock.StepObserver with
+// Observer implements mongolock.Observer, StepObserver and SweepObserver with
 // OpenTelemetry instruments. It is safe for concurrent use; one Observer can
 // serve many Lockers.
 type Observer struct {
 	acquisitions, contentions, giveUps, releases, lost metric.Int64Counter
 	stepRetries, stepGiveUps                           metric.Int64Counter
+	sweepUnsettled, sweepReleased                      metric.Int64Counter
 	acquireDuration, waitDuration, holdDuration        metric.Float64Histogram
 
 	mu    sync.Mutex
@@ -57,8 +58,9 @@ type Observer struct {
 }
 
 var (
-	_ mongolock.Observer     = (*Observer)(nil)
-	_ mongolock.StepObserver = (*Observer)(nil)
+	_ mongolock.Observer      = (*Observer)(nil)
+	_ mongolock.StepObserver  = (*Observer)(nil)
+	_ mongolock.SweepObserver = (*Observer)(nil)
 )
 
 // collectionAttrs are a collection's attribute sets, built once (as the
@@ -74,7 +76,8 @@ type collectionAttrs struct {
 // ScopeName; a nil mp means otel.GetMeterProvider().
 //
 // Counters: mongolock.lock.acquisitions, .contentions, .give_ups, .releases,
-// .lost, mongolock.step.retries and .give_ups. Histograms (seconds):
+// .lost, mongolock.step.retries and .give_ups, mongolock.sweep.unsettled and
+// .released. Histograms (seconds):
 // mongolock.lock.acquire.duration (the acquiring write's round trip),
 // mongolock.lock.wait.duration (outcome acquired or gave_up) and
 // mongolock.lock.hold.duration (outcome released or lost). Gauge:
@@ -107,6 +110,8 @@ func New(mp metric.MeterProvider) (*Observer, error) {
 	o.lost = counter("mongolock.lock.lost", "{lock}", "Locks found gone while held: broken, unlocked, or taken over after their lease ran out.")
 	o.stepRetries = counter("mongolock.step.retries", "{step}", "Failed steps counted in their document, to be tried again.")
 	o.stepGiveUps = counter("mongolock.step.give_ups", "{step}", "Steps that gave up on their document (attempts ran out, or a permanent error).")
+	o.sweepUnsettled = counter("mongolock.sweep.unsettled", "{acquisition}", "Acquiring writes whose reply was lost and whose lock was not found: the Locker sweeps for them.")
+	o.sweepReleased = counter("mongolock.sweep.released", "{lock}", "Locks taken by an acquiring write that landed after its caller was told it failed, found and released by the sweep.")
 	o.acquireDuration = histogram("mongolock.lock.acquire.duration", "Round trip of the write that took a lock.")
 	o.waitDuration = histogram("mongolock.lock.wait.duration", "Time from the start of Acquire or Do to the lock, or to giving up.")
 	o.holdDuration = histogram("mongolock.lock.hold.duration", "Time a lock was held, until released or found lost.")
@@ -199,4 +204,14 @@ func (o *Observer) StepRetried(collection string) {
 // StepGaveUp implements mongolock.StepObserver.
 func (o *Observer) StepGaveUp(collection string) {
 	o.stepGiveUps.Add(bg, 1, o.attrsOf(collection, 0).coll...)
+}
+
+// Unsettled implements mongolock.SweepObserver.
+func (o *Observer) Unsettled(collection string) {
+	o.sweepUnsettled.Add(bg, 1, o.attrsOf(collection, 0).coll...)
+}
+
+// Swept implements mongolock.SweepObserver.
+func (o *Observer) Swept(collection string) {
+	o.sweepReleased.Add(bg, 1, o.attrsOf(collection, 0).coll...)
 }

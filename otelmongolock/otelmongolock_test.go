@@ -198,8 +198,16 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The sweep's events need a lost reply (the library's sweep tests make
+	// one); here the adapter's mapping is what is checked.
+	obs.Unsettled(c)
+	obs.Unsettled(c)
+	obs.Swept(c)
+
 	counts, sums := values(t, reader)
 	want := map[string]map[string]int64{
+		"mongolock.sweep.unsettled":       {c: 2},
+		"mongolock.sweep.released":        {c: 1},
 		"mongolock.lock.acquisitions":     {c: 6}, // 3 locks, 3 steps
 		"mongolock.lock.contentions":      {c: 2},
 		"mongolock.lock.give_ups":         {c: 1},
