@@ -310,8 +310,11 @@ func startChild(b *testing.B, role string, coll *mongo.Collection, workers, roun
 // BenchmarkQueueBatch: 16 workers drain READY jobs, highest priority first,
 // publishing DONE on release, with no work per job, from a collection of
 // docs documents: the bare one-document loop (findOneAndUpdate + updateOne
-// per job), Work as it is (batch 1: one Step per job) and Work with
-// WithBatch(16), in the same run, on the same server. Each round makes
+// per job), the runner's loop by hand (the same two writes as jobflow-remote's
+// runner sends: the lock narrowed to due jobs, the release with the
+// bookkeeping reset), Work as it is (batch 1: one Step per job, the same
+// work as the runner's loop) and Work with WithBatch(16), in the same run,
+// on the same server. Each round makes
 // min(docs, 480) jobs READY (untimed) and the rest DONE, so every query
 // still meets the whole collection. Reported: jobs/s of each side, Work's
 // round trips per job (counted by a command monitor), and batch16-x-bare,
@@ -328,10 +331,10 @@ func BenchmarkQueueBatch(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer mc.Disconnect(ctx)
-			bareColl := benchColl(b)
+			bareColl, runnerColl := benchColl(b), benchColl(b)
 			one := mc.Database(testDB).Collection(benchColl(b).Name())
 			many := mc.Database(testDB).Collection(benchColl(b).Name())
-			for _, c := range []*mongo.Collection{bareColl, one, many} {
+			for _, c := range []*mongo.Collection{bareColl, runnerColl, one, many} {
 				seedQueue(b, c, size)
 			}
 			sort := bson.D{{Key: "priority", Value: -1}}
@@ -353,8 +356,21 @@ func BenchmarkQueueBatch(b *testing.B) {
 				}
 				return nil
 			}
+			runnerDone := append(bson.D{{Key: "state", Value: "DONE"}}, runnerReset...)
+			runnerDrain := func() error {
+				for left.Add(-1) >= 0 {
+					doc, err := bareDueSorted(ctx, runnerColl, ready, sort)
+					if err != nil {
+						return err
+					}
+					if err := bareStepRelease(ctx, runnerColl, doc, runnerDone, nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
 			perRound := min(size, 480)
-			var bare, c1, c16 cost
+			var bare, runner, c1, c16 cost
 			var rt1, rt16 int64
 			b.ResetTimer()
 			for next := 0; next < b.N; next += perRound {
@@ -366,6 +382,7 @@ func BenchmarkQueueBatch(b *testing.B) {
 					run  func() error
 				}{
 					{bareColl, &bare, nil, func() error { left.Store(int64(n)); return parallel(workers, bareDrain) }},
+					{runnerColl, &runner, nil, func() error { left.Store(int64(n)); return parallel(workers, runnerDrain) }},
 					{one, &c1, &rt1, func() error { return lk1.Work(ctx, workers, ready, step) }},
 					{many, &c16, &rt16, func() error { return lk16.Work(ctx, workers, ready, step) }},
 				} {
@@ -389,7 +406,7 @@ func BenchmarkQueueBatch(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			for _, c := range []*mongo.Collection{bareColl, one, many} {
+			for _, c := range []*mongo.Collection{bareColl, runnerColl, one, many} {
 				if left, err := c.CountDocuments(ctx, bson.D{{Key: "$or", Value: bson.A{ready, bson.D{{Key: mongolock.LockKey, Value: bson.D{{Key: "$ne", Value: nil}}}}}}}); err != nil || left != 0 {
 					b.Fatalf("%s: %d jobs left READY or locked (%v)", c.Name(), left, err)
 				}
@@ -404,6 +421,8 @@ func BenchmarkQueueBatch(b *testing.B) {
 			b.ReportMetric(float64(rt16)/f, "batch16-rt/job")
 			b.ReportMetric(rate(&c16)/rate(&bare), "batch16-x-bare")
 			b.ReportMetric(rate(&c1)/rate(&bare), "batch1-x-bare")
+			b.ReportMetric(rate(&runner), "runner-jobs/s")
+			b.ReportMetric(rate(&c1)/rate(&runner), "batch1-x-runner")
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -283,6 +284,7 @@ func (lk *Locker) Work(ctx context.Context, workers int, filter any, fn func(ctx
 		first    error
 		panicked bool
 		panicVal any
+		drained  atomic.Bool // a worker found that nothing matches at all
 	)
 	for range workers {
 		wg.Go(func() {
@@ -296,7 +298,7 @@ func (lk *Locker) Work(ctx context.Context, workers int, filter any, fn func(ctx
 					cancel()
 				}
 			}()
-			if err := lk.work(ctx, s, fn); err != nil {
+			if err := lk.work(ctx, s, fn, &drained); err != nil {
 				mu.Lock()
 				if first == nil {
 					first = err
@@ -313,8 +315,15 @@ func (lk *Locker) Work(ctx context.Context, workers int, filter any, fn func(ctx
 	return first
 }
 
-// work is one worker of Work.
-func (lk *Locker) work(ctx context.Context, s *stepRequest, fn func(context.Context, *Lock) error) error {
+// work is one worker of Work. drained is shared by the workers of one Work
+// call: once one of them finds that nothing matches the filter at all, the
+// others stop at their next idle moment instead of each asking the server
+// again (four queries each, and on a server that scans, the end of every
+// Work call cost as much as dozens of steps). That is safe because a
+// document can come back into the filter only through a worker that held
+// it, and a held document matches (it would have been seen, locked): a
+// worker returns to the loop after each step and asks for itself.
+func (lk *Locker) work(ctx context.Context, s *stepRequest, fn func(context.Context, *Lock) error, drained *atomic.Bool) error {
 	var z sleeper
 	defer z.stop()
 	poll := s.r.cfg.pollInterval
@@ -348,17 +357,22 @@ func (lk *Locker) work(ctx context.Context, s *stepRequest, fn func(context.Cont
 			lk.waiters.leave(me)
 			return err
 		}
+		if drained.Load() { // this worker holds nothing, and a sibling found the queue empty
+			lk.waiters.leave(me)
+			return nil
+		}
 		d, more, err := lk.untilDue(ctx, s, now, errors.Is(err, ErrLocked))
 		if err != nil || !more {
 			if err == nil {
-				lk.waiters.wakeAll(me) // the others find the queue empty too
+				drained.Store(true)
+				lk.waiters.wakeAll(me) // the idle others stop too
 			}
 			lk.waiters.leave(me)
 			return err
 		}
 		err = z.sleep(ctx, d, me.wake)
 		lk.waiters.leave(me)
-		if err != nil {
+		if err != nil || drained.Load() {
 			return err
 		}
 	}

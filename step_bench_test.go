@@ -81,6 +81,29 @@ func bareDue(ctx context.Context, coll *mongo.Collection, filter bson.D) (bson.R
 	return coll.FindOneAndUpdate(ctx, f, update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
 }
 
+// bareDueSorted is bareDue on a queue: the first due job in sort order;
+// when every due job is locked it polls, as the runner's loop would.
+func bareDueSorted(ctx context.Context, coll *mongo.Collection, filter, sort bson.D) (bson.Raw, error) {
+	f := append(append(bson.D{}, filter...),
+		bson.E{Key: notBeforePath, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$gt", Value: time.Now()}}}}},
+		bson.E{Key: mongolock.LockKey, Value: nil})
+	update := bson.D{
+		{Key: "$set", Value: bson.D{{Key: mongolock.LockKey, Value: "bare"}}},
+		{Key: "$currentDate", Value: bson.D{{Key: mongolock.LockTimeKey, Value: true}}},
+	}
+	o := options.FindOneAndUpdate().SetReturnDocument(options.After).SetSort(sort)
+	for {
+		doc, err := coll.FindOneAndUpdate(ctx, f, update, o).Raw()
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return doc, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// runnerReset is the bookkeeping reset of a step that succeeded.
+var runnerReset = bson.D{{Key: attemptsPath, Value: 0}, {Key: notBeforePath, Value: nil}, {Key: errorPath, Value: nil}}
+
 // bareStepRelease releases a job locked by bareDue with the runner's
 // bookkeeping and the step's own update, in one write.
 func bareStepRelease(ctx context.Context, coll *mongo.Collection, doc bson.Raw, set bson.D, inc bson.D) error {
