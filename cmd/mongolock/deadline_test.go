@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,7 +17,7 @@ import (
 const cmdDeadline = 2 * time.Minute
 
 // readLine reads the next line cmd prints on out. When none comes within
-// cmdDeadline, it kills cmd and fails the test naming what it waited for.
+// cmdDeadline, it aborts cmd and fails the test naming what it waited for.
 func readLine(t *testing.T, cmd *exec.Cmd, out *bufio.Reader, what string) (string, error) {
 	t.Helper()
 	type read struct {
@@ -34,14 +35,15 @@ func readLine(t *testing.T, cmd *exec.Cmd, out *bufio.Reader, what string) (stri
 	case r := <-c:
 		return r.line, r.err
 	case <-timer.C:
-		_ = cmd.Process.Kill()
-		t.Fatalf("gave up after %v waiting for %s: the command (%s) printed no line; killed it", cmdDeadline, what, strings.Join(cmd.Args, " "))
+		stderr, err := abort(cmd, nil)
+		t.Fatalf("gave up after %v waiting for %s: the command (%s) printed no line; aborted it: %v\nits stderr, with its goroutines:\n%s",
+			cmdDeadline, what, strings.Join(cmd.Args, " "), err, stderr)
 		return "", nil
 	}
 }
 
 // waitCmd waits for cmd to exit. When it has not within cmdDeadline, it
-// kills cmd and fails the test naming what it waited for.
+// aborts cmd and fails the test naming what it waited for.
 func waitCmd(t *testing.T, cmd *exec.Cmd, what string) error {
 	t.Helper()
 	c := make(chan error, 1)
@@ -52,9 +54,9 @@ func waitCmd(t *testing.T, cmd *exec.Cmd, what string) error {
 	case err := <-c:
 		return err
 	case <-timer.C:
-		_ = cmd.Process.Kill()
-		err := <-c // WaitDelay bounds this once the process is gone
-		t.Fatalf("gave up after %v waiting for %s: the command (%s) was still running; killed it: %v", cmdDeadline, what, strings.Join(cmd.Args, " "), err)
+		stderr, err := abort(cmd, c)
+		t.Fatalf("gave up after %v waiting for %s: the command (%s) was still running; aborted it: %v\nits stderr, with its goroutines:\n%s",
+			cmdDeadline, what, strings.Join(cmd.Args, " "), err, stderr)
 		return nil
 	}
 }
@@ -77,4 +79,30 @@ func runWithDeadline(args []string, run func()) {
 	case <-timer.C:
 		panic(fmt.Sprintf("gave up after %v waiting for the in-process command mongolock %s to return", runCmdDeadline, strings.Join(args, " ")))
 	}
+}
+
+// abort ends cmd with SIGABRT, which makes a Go process print every
+// goroutine's stack on its stderr before it dies, so that a test that gave
+// up shows where the command hung; it kills cmd if that does not end it. It
+// returns the command's stderr when the test captured it, and Wait's error
+// (from waited, when a goroutine already waits).
+func abort(cmd *exec.Cmd, waited <-chan error) (string, error) {
+	if waited == nil {
+		c := make(chan error, 1)
+		go func() { c <- cmd.Wait() }()
+		waited = c
+	}
+	_ = cmd.Process.Signal(syscall.SIGABRT)
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		err = <-waited // WaitDelay bounds this once the process is gone
+	}
+	stderr := "(on the test's stderr)"
+	if s, ok := cmd.Stderr.(fmt.Stringer); ok {
+		stderr = s.String()
+	}
+	return stderr, err
 }
