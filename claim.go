@@ -290,8 +290,12 @@ func idKey(v bson.RawValue) string { return string(rune(v.Type)) + string(v.Valu
 // joined. Like Release it runs on context.WithoutCancel(ctx), and sends the
 // bulk write again (a few times, with back-off) when a reply is lost; a lock
 // whose release never reached the server stays usable, and its error says
-// until when it may remain. (The driver sends updates and deletes as two
-// commands: a collection whose locks mix both costs two round trips.)
+// until when it may remain; calling ReleaseAll again then returns nil for
+// each lock that an earlier copy freed, as Release does: each release writes
+// its acquisition's release marker, so a lock broken and released by
+// someone else is told apart and reported lost. (The driver sends updates
+// and deletes as two commands: a collection whose locks mix both costs two
+// round trips.)
 //
 // A nil lock, the same lock twice, or a lock already released or found lost
 // returns ErrInvalidOption before anything is sent.
@@ -397,10 +401,11 @@ func releaseEach(ctx context.Context, locks []*Lock, acts []releaseAction) []err
 func releaseGroup(ctx context.Context, locks []*Lock, acts []releaseAction) []error {
 	ids := make([]identity, len(locks))
 	random := make([]bool, len(locks))
+	names := make([]string, len(locks))
 	for i, l := range locks {
-		ids[i], random[i] = l.id, l.cfg.lockID == ""
+		ids[i], random[i], names[i] = l.id, l.cfg.lockID == "", l.name
 	}
-	models, members := releaseWrites(ids, locks[0].fields, acts, random)
+	models, members := releaseWrites(ids, locks[0].fields, acts, random, names)
 	coll := locks[0].locker.coll
 	var lostReply error // the last copy whose reply never came
 	var res *mongo.BulkWriteResult
@@ -477,19 +482,16 @@ func bulkOnce(ctx context.Context, coll *mongo.Collection, models []mongo.WriteM
 
 // settleRelease reads back the documents of locks[rest] after a bulk
 // release that did not free them all (short of them, when short >= 0) or
-// whose earlier copy's reply was lost, and judges each as Lock.afterLostReply
-// judges one: released, or lost. The error of locks[i] goes to errs[i].
+// whose earlier copy's reply was lost, and judges each by its release
+// marker, as Lock.afterLostReply judges one: released, or lost. The error of locks[i] goes to errs[i].
 func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, rest []int, short int, lostReply error, errs []error) {
 	lk := locks[0].locker
 	ids := make([]bson.RawValue, len(rest))
 	for j, i := range rest {
 		ids[j] = locks[i].id.docID
 	}
-	docs, err := lk.readIDs(ctx, ids, options.Find().SetLimit(int64(len(ids))).SetBatchSize(int32(len(ids)+1)).SetProjection(holderProjection(locks[0].fields)))
-	var now time.Time
-	if err == nil {
-		now, err = lk.clock.Now(ctx)
-	}
+	proj := append(holderProjection(locks[0].fields), bson.E{Key: releasedKey, Value: 1})
+	docs, err := lk.readIDs(ctx, ids, options.Find().SetLimit(int64(len(ids))).SetBatchSize(int32(len(ids)+1)).SetProjection(proj))
 	if err != nil {
 		for _, i := range rest {
 			l := locks[i]
@@ -506,7 +508,7 @@ func settleRelease(ctx context.Context, locks []*Lock, acts []releaseAction, res
 		switch {
 		case stillHeld(docs[j], l.id, l.fields):
 			verdict[j] = 2
-		case !looksReleased(docs[j], l.fields, acts[i], l.expires, now):
+		case !releasedByUs(docs[j], acts[i], l.name):
 			verdict[j] = 1
 			lost++
 		}

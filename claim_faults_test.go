@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +251,100 @@ func TestFaultReleaseAllHeld(t *testing.T) {
 			}
 			noLocks(t, f.direct)
 		})
+	}
+}
+
+// ReleaseAll with every copy's reply lost says the locks may remain; the
+// caller's retry finds each document released by its own earlier copy (the
+// release marker says so) and returns nil, as a retried Release does.
+func TestFaultReleaseAllRetriedAfterLostReplies(t *testing.T) {
+	for _, del := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delete=%v", del), func(t *testing.T) {
+			ctx := testCtx(t)
+			f := newFaulty(t)
+			seedJobs(t, f.direct, 3)
+			locks, err := mongolock.New(f.coll, mongolock.WithLease(time.Minute)).TryAcquireMany(ctx, ready, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := "update"
+			for _, l := range locks {
+				if del {
+					err, cmd = l.SetDeleteOnRelease(), "delete"
+				} else {
+					err = l.SetUpdateOnRelease(setDone)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.proxy.LoseReply(cmd, 100) // every copy
+			if err := mongolock.ReleaseAll(ctx, locks...); err == nil || !strings.Contains(err.Error(), "may remain") {
+				t.Fatalf("ReleaseAll with every reply lost: %v; want the error that the locks may remain", err)
+			}
+			f.proxy.LoseReply(cmd, 0)
+			if err := mongolock.ReleaseAll(ctx, locks...); err != nil {
+				t.Fatalf("the caller's retry: %v; want nil, the first copy freed every lock", err)
+			}
+			for _, l := range locks {
+				notLost(t, l)
+			}
+			noLocks(t, f.direct)
+			want, filter := int64(3), bson.D{{Key: "state", Value: "DONE"}}
+			if del {
+				want, filter = 0, bson.D{}
+			}
+			if n, _ := f.direct.CountDocuments(ctx, filter); n != want {
+				t.Errorf("%d documents, want %d", n, want)
+			}
+		})
+	}
+}
+
+// One lock of a claim is broken and released by someone else while
+// ReleaseAll's reply is lost: that lock alone reports ErrLockLost (its
+// document does not carry our release marker) and closes Lost; the others
+// are released with their update.
+func TestFaultReleaseAllAfterBrokenLock(t *testing.T) {
+	ctx := testCtx(t)
+	f := newFaulty(t)
+	seedJobs(t, f.direct, 3)
+	locks, err := mongolock.New(f.coll).TryAcquireMany(ctx, ready, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := locks[1]
+	b, err := mongolock.New(f.direct).TryAcquire(ctx, bson.D{{Key: "_id", Value: broken.Document().Lookup("_id")}}, mongolock.WithBreakLock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range locks {
+		if err := l.SetUpdateOnRelease(setDone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.proxy.LoseReply("update", 1)
+	err = mongolock.ReleaseAll(ctx, locks...)
+	if !errors.Is(err, mongolock.ErrLockLost) || !strings.Contains(err.Error(), broken.ID()) {
+		t.Fatalf("ReleaseAll with a broken lock, its reply lost: %v; want ErrLockLost for %s", err, broken.ID())
+	}
+	for i, l := range locks {
+		select {
+		case <-l.Lost():
+			if l != broken {
+				t.Errorf("lock %d: Lost() closed, but it was released", i)
+			}
+		default:
+			if l == broken {
+				t.Errorf("lock %d (broken): Lost() still open", i)
+			}
+		}
+	}
+	noLocks(t, f.direct)
+	if n, _ := f.direct.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}}); n != 2 {
+		t.Errorf("%d documents DONE, want the 2 whose locks were ours", n)
 	}
 }

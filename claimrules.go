@@ -2,7 +2,6 @@ package mongolock
 
 import (
 	"fmt"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -60,7 +59,7 @@ func isMine(doc bson.Raw, f fieldSet, a *acquisition) bool {
 // else writes it: their shared write matches {_id: {$in: ...}, lock_id: id,
 // lock_time: {$in: ...}}, which can only match documents this claim holds.
 // Any other lock joins a shared write by its own held filter, under $or.
-func releaseWrites(ids []identity, f fieldSet, acts []releaseAction, random []bool) (models []mongo.WriteModel, members [][]int) {
+func releaseWrites(ids []identity, f fieldSet, acts []releaseAction, random []bool, names []string) (models []mongo.WriteModel, members [][]int) {
 	type group struct {
 		update  any
 		members []int
@@ -71,7 +70,7 @@ func releaseWrites(ids []identity, f fieldSet, acts []releaseAction, random []bo
 		var u any
 		key := "delete"
 		if !a.delete {
-			u = clearUpdate(a.update, f)
+			u = markedClearUpdate(a.update, f, names[i])
 			b, err := bson.Marshal(bson.D{{Key: "u", Value: u}})
 			key = string(b)
 			if err != nil {
@@ -150,19 +149,14 @@ func stillHeld(doc bson.Raw, id identity, f fieldSet) bool {
 	return match
 }
 
-// looksReleased reports whether doc (nil when it is gone), read back after
-// a release that may have been applied, shows the release's work: deleted,
-// for a delete; else its lock fields cleared and its holder record set to
-// null, as only a holder's release does (Unlock removes the record, a Python
-// release leaves it), while no one could have taken it over, since its
-// lease (expires, zero for none) had not run out at now. Lock.afterLostReply
-// judges a single lock the same way.
-func looksReleased(doc bson.Raw, f fieldSet, a releaseAction, expires, now time.Time) bool {
+// releasedByUs reports whether doc (nil when it is gone), read back after a
+// bulk release that did not free every lock it named, shows that the
+// release of the acquisition named name freed it: the document carries that
+// acquisition's release marker, or it is gone after a delete.
+func releasedByUs(doc bson.Raw, a releaseAction, name string) bool {
 	if a.delete {
 		return doc == nil
 	}
-	if doc == nil || !isFree(doc, f) || lookup(doc, HolderKey).Type != bson.TypeNull {
-		return false
-	}
-	return expires.IsZero() || now.Before(expires)
+	marker, _ := lookup(doc, releasedKey).StringValueOK()
+	return doc != nil && marker == name
 }
