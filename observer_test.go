@@ -131,3 +131,54 @@ func TestStepObserver(t *testing.T) {
 		t.Errorf("after Permanent: %v", obs.counts)
 	}
 }
+
+// Work with WithBatch reports to the Observer what Work one step at a time
+// reports on the same queue: a lock taken and released per step, and each
+// step's retry or give-up.
+func TestWorkObserverBatchAsSingle(t *testing.T) {
+	counts := map[int]map[string]int{}
+	for _, batch := range []int{1, 4} {
+		ctx := testCtx(t)
+		coll := newColl(t)
+		seedJobs(t, coll, 12)
+		obs := &stepCountingObserver{}
+		lk := mongolock.New(coll, mongolock.WithObserver(obs), mongolock.WithBatch(batch),
+			mongolock.WithRetry(mongolock.Retry{Delays: []time.Duration{time.Millisecond}}))
+		var mu sync.Mutex
+		failed := map[any]bool{}
+		fail := errors.New("once")
+		err := lk.Work(ctx, 3, ready, func(ctx context.Context, l *mongolock.Lock) error {
+			var id int32
+			_ = l.Document().Lookup("_id").Unmarshal(&id)
+			mu.Lock()
+			first := !failed[id]
+			failed[id] = true
+			mu.Unlock()
+			switch {
+			case id%3 == 0:
+				return mongolock.Permanent(fail) // gives up: state REMOTE_ERROR
+			case id%3 == 1 && first:
+				return fail // retried
+			}
+			return l.SetUpdateOnRelease(setDone)
+		})
+		if err != nil {
+			t.Fatalf("batch %d: %v", batch, err)
+		}
+		obs.mu.Lock()
+		counts[batch] = map[string]int{}
+		for _, k := range []string{"acquired", "released", "lost", "step retried", "step gave up"} {
+			counts[batch][k] = obs.counts[k]
+		}
+		obs.mu.Unlock()
+	}
+	// 12 jobs: 4 give up, 4 fail once then succeed, 4 succeed: 16 steps.
+	want := map[string]int{"acquired": 16, "released": 16, "lost": 0, "step retried": 4, "step gave up": 4}
+	for _, batch := range []int{1, 4} {
+		for k, v := range want {
+			if counts[batch][k] != v {
+				t.Errorf("batch %d: %s %d times, want %d (all: %v)", batch, k, counts[batch][k], v, counts[batch])
+			}
+		}
+	}
+}
