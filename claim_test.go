@@ -378,7 +378,7 @@ func TestClaimInvalid(t *testing.T) {
 func TestClaimContention(t *testing.T) {
 	ctx := testCtx(t)
 	coll := newColl(t)
-	const jobs, workers = 150, 3
+	const jobs, workers = 150, 8
 	seedJobs(t, coll, jobs)
 	lk := mongolock.New(coll)
 	var holders [jobs]atomic.Int32
@@ -392,7 +392,8 @@ func TestClaimContention(t *testing.T) {
 				if errors.Is(err, mongolock.ErrNotFound) {
 					return
 				}
-				if errors.Is(err, mongolock.ErrLocked) {
+				if errors.Is(err, mongolock.ErrLocked) { // the rest are claimed: wait for their releases
+					time.Sleep(5 * time.Millisecond)
 					continue
 				}
 				if err != nil {
