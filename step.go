@@ -172,8 +172,34 @@ func (lk *Locker) stepAttempt(ctx context.Context, s *stepRequest) (l *Lock, now
 // runStep runs fn on a locked document and releases it with the outcome's
 // bookkeeping. It returns fn's error and, apart, the error of the release.
 func (lk *Locker) runStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error) (fnErr, err error) {
+	every := s.r.cfg.refreshEvery()
+	fnErr, a, o, err := lk.decideStep(ctx, s, l, fn, func(fnCtx context.Context, cancel context.CancelCauseFunc) func() {
+		return l.keepAlive(fnCtx, cancel, every)
+	})
+	if err != nil {
+		return fnErr, err
+	}
+	err = l.release(ctx, a)
+	if err == nil {
+		observeStep(s.r.cfg.observer, lk.coll.Name(), o)
+	}
+	if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
+		// The bookkeeping did not arrive: still free the document.
+		err = errors.Join(err, l.release(ctx, releaseAction{}))
+	}
+	return fnErr, err
+}
+
+// decideStep runs fn on a locked document, its lease kept alive by what
+// keep starts (keep returns the function that stops it), and returns fn's
+// error with the release that records the outcome; Step sends it at once,
+// a batched Work with other steps' releases. When fn or Retry.GiveUp
+// panics, or the release cannot be built, the document is released as it
+// was (err then says why).
+func (lk *Locker) decideStep(ctx context.Context, s *stepRequest, l *Lock, fn func(context.Context, *Lock) error,
+	keep func(fnCtx context.Context, cancel context.CancelCauseFunc) (stop func())) (fnErr error, a releaseAction, o stepOutcome, err error) {
 	fnCtx, cancel := context.WithCancelCause(ctx)
-	stop := l.keepAlive(fnCtx, cancel, s.r.cfg.refreshEvery())
+	stop := keep(fnCtx, cancel)
 	decided := false
 	defer func() {
 		if !decided { // fn or GiveUp panicked: free the document as it was
@@ -185,23 +211,15 @@ func (lk *Locker) runStep(ctx context.Context, s *stepRequest, l *Lock, fn func(
 	fnErr = fn(fnCtx, l)
 	stop()
 	cancel(nil)
-	a, o, err := lk.stepRelease(ctx, s, l, fnErr)
+	a, o, err = lk.stepRelease(ctx, s, l, fnErr)
 	decided = true
 	if err != nil {
-		return fnErr, errors.Join(err, l.release(ctx, releaseAction{}))
+		return fnErr, releaseAction{}, o, errors.Join(err, l.release(ctx, releaseAction{}))
 	}
 	if s.r.cfg.logger != nil {
 		lk.debug(s.r.cfg.logger, "step "+o.String(), "lock_id", l.ID(), "error", fnErr)
 	}
-	err = l.release(ctx, a)
-	if err == nil {
-		observeStep(s.r.cfg.observer, lk.coll.Name(), o)
-	}
-	if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
-		// The bookkeeping did not arrive: still free the document.
-		err = errors.Join(err, l.release(ctx, releaseAction{}))
-	}
-	return fnErr, err
+	return fnErr, a, o, nil
 }
 
 // stepRelease builds the release of a step from fn's outcome.

@@ -248,27 +248,12 @@ func (z *sleeper) sleepOr(ctx context.Context, d time.Duration, wake <-chan stru
 // release whose bookkeeping did not arrive still frees the document.
 func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, c claimed, fn func(context.Context, *Lock) error, pub *publisher) (fnErr, err error) {
 	l := c.l
-	fnCtx, cancel := context.WithCancelCause(ctx)
-	c.k.join(l, cancel)
-	stop := func() { c.k.leave(l) }
-	decided := false
-	defer func() {
-		if !decided { // fn or GiveUp panicked: free the document as it was
-			stop()
-			cancel(nil)
-			_ = l.release(ctx, releaseAction{})
-		}
-	}()
-	fnErr = fn(fnCtx, l)
-	stop()
-	cancel(nil)
-	a, o, err := lk.stepRelease(ctx, s, l, fnErr)
-	decided = true
+	fnErr, a, o, err := lk.decideStep(ctx, s, l, fn, func(_ context.Context, cancel context.CancelCauseFunc) func() {
+		c.k.join(l, cancel) // the claim's keeper refreshes its locks together
+		return func() { c.k.leave(l) }
+	})
 	if err != nil {
-		return fnErr, errors.Join(err, l.release(ctx, releaseAction{}))
-	}
-	if s.r.cfg.logger != nil {
-		lk.debug(s.r.cfg.logger, "step "+o.String(), "lock_id", l.ID(), "error", fnErr)
+		return fnErr, err
 	}
 	// The worker is free at once: its release goes out with others while
 	// the dispatcher claims its next document.
