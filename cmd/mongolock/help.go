@@ -81,8 +81,10 @@ ErrLockLost. Say which locks: -filter, -older-than, -dead, -expired and
 takes every lock.
 
 unlock shows the locks and asks before it acts unless -yes, then clears
-exactly the locks it showed, each named by its _id, lock id and lock time:
-a lock released or taken again meanwhile is left alone. The holder record
+exactly the locks it showed, each named by its _id, lock id and what names
+its acquisition (the holder record's nonce or lock id; for a Python lock,
+its lock time): a lock released or taken again meanwhile is left alone, one
+its holder refreshed meanwhile is cleared. The holder record
 goes with the lock. It prints how many locks it cleared.
 
 -dead selects the locks whose holder record names this host (its host

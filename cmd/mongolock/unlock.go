@@ -13,6 +13,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/mongolock/mongolock"
 )
@@ -78,13 +79,17 @@ func runUnlock(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stdout, "no lock matches; nothing to do")
 		return exitOK
 	}
+	ids, err := lockIdentities(ctx, coll, infos)
+	if err != nil {
+		return fail(stderr, "unlock", err)
+	}
 	fmt.Fprintf(stdout, "will unlock %d document(s) in %s.%s:\n", len(infos), c.db, c.collection)
 	printLocks(stdout, infos, now)
 	if !*yes && !confirm(stderr, unlockPrompt) {
 		fmt.Fprintln(stderr, "mongolock unlock: not confirmed; nothing unlocked (-yes skips the question)")
 		return exitFail
 	}
-	n, err := clearLocks(ctx, coll, infos)
+	n, err := clearLocks(ctx, coll, ids)
 	if err != nil {
 		return fail(stderr, "unlock", fmt.Errorf("after clearing %d lock(s): %w", n, err))
 	}
@@ -177,23 +182,28 @@ func deadCheckHost() (string, error) {
 	return host, nil
 }
 
-// clearLocks clears exactly the given locks, each named by its document's
-// _id, lock id and lock time, with their holder records, and returns how
-// many it cleared. A lock released or taken again since it was listed no
-// longer matches and is left alone. The holder record is removed, not set
-// to null as a holder's own release does, so that a holder whose release
-// reply was lost does not take this for its release.
-func clearLocks(ctx context.Context, coll *mongo.Collection, infos []mongolock.LockInfo) (int64, error) {
+// clearLocks clears exactly the locks whose identities are given (see
+// lockIdentities), with their holder records, and returns how many it
+// cleared. A lock released, or released and taken again, since it was
+// listed no longer matches and is left alone; a lock its holder refreshed
+// meanwhile is the same lock, and is cleared. The holder record is removed,
+// not set to null as a holder's own release does, so that a holder whose
+// release reply was lost does not take this for its release.
+func clearLocks(ctx context.Context, coll *mongo.Collection, ids []bson.D) (int64, error) {
 	const batch = 500
 	clear := bson.D{
 		{Key: "$set", Value: bson.D{{Key: mongolock.LockKey, Value: nil}, {Key: mongolock.LockTimeKey, Value: nil}}},
 		{Key: "$unset", Value: bson.D{{Key: mongolock.HolderKey, Value: ""}}},
 	}
 	var n int64
-	for len(infos) > 0 {
-		chunk := infos[:min(batch, len(infos))]
-		infos = infos[len(chunk):]
-		res, err := coll.UpdateMany(ctx, exactLocks(chunk), clear)
+	for len(ids) > 0 {
+		chunk := ids[:min(batch, len(ids))]
+		ids = ids[len(chunk):]
+		or := make(bson.A, len(chunk))
+		for i, id := range chunk {
+			or[i] = id
+		}
+		res, err := coll.UpdateMany(ctx, bson.D{{Key: "$or", Value: or}}, clear)
 		if err != nil {
 			return n, err
 		}
@@ -202,17 +212,66 @@ func clearLocks(ctx context.Context, coll *mongo.Collection, infos []mongolock.L
 	return n, nil
 }
 
-// exactLocks is the filter that matches the given locks and nothing else.
-func exactLocks(infos []mongolock.LockInfo) bson.D {
-	or := make(bson.A, len(infos))
+// lockIdentities reads, right after the listing, what names each listed
+// lock's acquisition for as long as it lasts, so that the answer to the
+// question clears the lock shown even if its holder refreshed it meanwhile
+// (a 30 s lease is refreshed every 10 s, sooner than most answers), and
+// never a lock taken since: the holder record's nonce (a custom lock id),
+// else the lock id itself when a holder record names it (a random lock id,
+// unique to its acquisition), else the lock time (a Python holder, which
+// never refreshes). A lock that changed between the listing and this read
+// keeps the lock time it was listed with, which no longer matches.
+func lockIdentities(ctx context.Context, coll *mongo.Collection, infos []mongolock.LockInfo) ([]bson.D, error) {
+	docIDs := make(bson.A, len(infos))
+	for i, in := range infos {
+		docIDs[i] = in.DocumentID
+	}
+	cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: docIDs}}}},
+		options.Find().SetProjection(bson.D{{Key: mongolock.LockKey, Value: 1}, {Key: mongolock.LockTimeKey, Value: 1}, {Key: mongolock.HolderKey, Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	var docs []bson.Raw
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	byID := map[string]bson.Raw{}
+	for _, d := range docs {
+		byID[rawKey(d.Lookup("_id"))] = d
+	}
+	ids := make([]bson.D, len(infos))
 	for i, in := range infos {
 		var at any // a lock without a time matches a null or missing one
 		if !in.LockTime.IsZero() {
 			at = bson.NewDateTimeFromTime(in.LockTime)
 		}
-		or[i] = bson.D{{Key: "_id", Value: in.DocumentID}, {Key: mongolock.LockKey, Value: in.LockID}, {Key: mongolock.LockTimeKey, Value: at}}
+		id := bson.D{{Key: "_id", Value: in.DocumentID}, {Key: mongolock.LockKey, Value: in.LockID}}
+		doc := byID[rawKey(mustRaw(in.DocumentID))]
+		holder, _ := doc.Lookup(mongolock.HolderKey).DocumentOK()
+		holderID, _ := holder.Lookup("lock_id").StringValueOK()
+		lockTime, _ := doc.Lookup(mongolock.LockTimeKey).DateTimeOK()
+		switch nonce, hasNonce := holder.Lookup("nonce").StringValueOK(); {
+		case holderID != in.LockID || at == nil || lockTime != int64(at.(bson.DateTime)):
+			ids[i] = append(id, bson.E{Key: mongolock.LockTimeKey, Value: at})
+		case hasNonce:
+			ids[i] = append(id, bson.E{Key: mongolock.HolderKey + ".nonce", Value: nonce})
+		default:
+			ids[i] = append(id, bson.E{Key: mongolock.HolderKey + ".lock_id", Value: in.LockID})
+		}
 	}
-	return bson.D{{Key: "$or", Value: or}}
+	return ids, nil
+}
+
+// rawKey is a map key for a BSON value: its type and bytes.
+func rawKey(v bson.RawValue) string { return string(rune(v.Type)) + string(v.Value) }
+
+// mustRaw is v as a BSON value; the zero value when it cannot be one.
+func mustRaw(v any) bson.RawValue {
+	t, b, err := bson.MarshalValue(v)
+	if err != nil {
+		return bson.RawValue{}
+	}
+	return bson.RawValue{Type: t, Value: b}
 }
 
 func confirm(w io.Writer, prompt string) bool {

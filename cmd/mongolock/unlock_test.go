@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -207,6 +208,54 @@ func TestUnlockClearsExactlyWhatItShowed(t *testing.T) {
 	}
 	if lockOf(t, coll, "job2") != again.ID() {
 		t.Error("the lock taken again was cleared")
+	}
+}
+
+// TestUnlockClearsARefreshedLock: a holder that refreshes its lock while the
+// question is open (every third of its lease) still holds the lock shown,
+// and the answer clears it; a custom lock id released and taken again
+// meanwhile (same lock id, new acquisition) is left alone.
+func TestUnlockClearsARefreshedLock(t *testing.T) {
+	ctx := context.Background()
+	coll, flags := newJobs(t, 2)
+	leased, err := mongolock.New(coll, mongolock.WithLease(time.Minute)).TryAcquire(ctx, bson.D{{Key: "_id", Value: "job1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := mongolock.New(coll, mongolock.WithLockID("runner-1"))
+	custom, err := runner.TryAcquire(ctx, bson.D{{Key: "_id", Value: "job2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again *mongolock.Lock
+	setStdin(t, &answerAfter{answer: "y\n", hook: func() {
+		time.Sleep(2 * time.Millisecond) // lock_time has millisecond precision
+		if err := leased.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := custom.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if again, err = runner.TryAcquire(ctx, bson.D{{Key: "_id", Value: "job2"}}); err != nil {
+			t.Fatal(err)
+		}
+	}})
+	code, out, errOut := runCmd(append([]string{"unlock", "-all"}, flags...)...)
+	if code != exitOK || !strings.Contains(out, "will unlock 2 document") || !strings.Contains(out, "unlocked 1 of the 2 document(s) shown") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if lockOf(t, coll, "job1") != nil {
+		t.Error("job1, shown and refreshed by its holder since, is still locked")
+	}
+	if err := leased.Refresh(ctx); !errors.Is(err, mongolock.ErrLockLost) {
+		t.Errorf("the refreshed lock's holder: %v; want ErrLockLost", err)
+	}
+	if lockOf(t, coll, "job2") != "runner-1" {
+		t.Error("job2, released and taken again under the same lock id, was cleared")
+	}
+	if err := again.Release(ctx); err != nil {
+		t.Errorf("the new acquisition of job2 could not release: %v", err)
 	}
 }
 
