@@ -85,7 +85,9 @@ func TestExecStopsTheCommandWhenTheLockIsLost(t *testing.T) {
 	if line, err := readLine(t, cmd, out, "the command to say ready"); err != nil || line != "ready\n" {
 		t.Fatalf("child said %q, %v", line, err)
 	}
-	if code, stdout, stderr := runCmd(append([]string{"unlock", "-all", "-yes"}, flags...)...); code != exitOK {
+	// The lease is refreshed every 100 ms: the unlock must clear it all the
+	// same, or exec would run on.
+	if code, stdout, stderr := runCmd(append([]string{"unlock", "-all", "-yes"}, flags...)...); code != exitOK || !strings.Contains(stdout, "unlocked 1 document") {
 		t.Fatalf("unlock: exit %d\n%s%s", code, stdout, stderr)
 	}
 	_ = waitCmd(t, cmd, "exec to exit after the unlock")
