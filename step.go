@@ -40,9 +40,7 @@ type Retry struct {
 	// UpdatedField is set to the time of the step, by the server's clock,
 	// whenever a step writes (success, failure, give-up), as jobflow-remote
 	// sets updated_on, on which its listings filter and sort. The default is
-	// "updated_on". Under Work with WithBatch, steps that end within 2 ms of
-	// each other are given the same time, so that their releases can share
-	// one write.
+	// "updated_on".
 	UpdatedField string
 	// GiveUp returns the update (an operator document or pipeline, as for
 	// SetUpdateOnRelease) written when the attempts run out or fn returned
