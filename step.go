@@ -85,10 +85,6 @@ type stepRequest struct {
 	r      *request
 	policy Retry // with the defaults filled in
 	giveUp func(doc bson.Raw, err error) any
-	// now is the step's time for its bookkeeping; nil means the Locker's
-	// server clock estimate (a batched Work shares one among steps that end
-	// together).
-	now func(ctx context.Context) (time.Time, error)
 }
 
 // newStep validates a step's filter, options and retry policy.
@@ -256,11 +252,7 @@ func (lk *Locker) stepRelease(ctx context.Context, s *stepRequest, l *Lock, fnEr
 	// take, and the clock is sampled only about once a minute.
 	wctx, stop := detached(ctx)
 	defer stop()
-	clock := lk.clock.Now
-	if s.now != nil {
-		clock = s.now
-	}
-	now, err := clock(wctx)
+	now, err := lk.clock.Now(wctx)
 	if err != nil {
 		return releaseAction{}, o, err
 	}

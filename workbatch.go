@@ -20,9 +20,6 @@ func (lk *Locker) workBatched(ctx context.Context, workers int, s *stepRequest, 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pub := &publisher{reqs: make(chan pubReq), max: workers}
-	batched := *s
-	batched.now = (&sharedStamp{clock: lk.clock.Now, window: coalesceWindow}).now
-	s = &batched
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
@@ -278,35 +275,6 @@ func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, c claimed, f
 // coalesceWindow is how long the publisher waits for more finished steps
 // before it sends their releases.
 const coalesceWindow = 2 * time.Millisecond
-
-// sharedStamp gives steps that end within coalesceWindow of each other one
-// time for their bookkeeping (updated_on, the not-before base): their
-// releases then write the same update when their outcomes are the same,
-// and the publisher sends them as one updateMany, which a server without a
-// usable index answers with one scan instead of one per step. The stamp is
-// at most coalesceWindow older than a step's end.
-type sharedStamp struct {
-	clock  func(context.Context) (time.Time, error)
-	window time.Duration
-
-	mu    sync.Mutex
-	stamp time.Time // by the server's clock
-	taken time.Time // by the local monotonic clock
-}
-
-func (st *sharedStamp) now(ctx context.Context) (time.Time, error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if !st.taken.IsZero() && time.Since(st.taken) < st.window {
-		return st.stamp, nil
-	}
-	t, err := st.clock(ctx)
-	if err != nil {
-		return t, err
-	}
-	st.stamp, st.taken = t, time.Now()
-	return t, nil
-}
 
 // publisher sends the releases of finished steps in bulk writes: the first
 // release waits at most coalesceWindow for others (or until max have come).
