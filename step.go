@@ -179,15 +179,22 @@ func (lk *Locker) runStep(ctx context.Context, s *stepRequest, l *Lock, fn func(
 	if err != nil {
 		return fnErr, err
 	}
-	err = l.release(ctx, a)
+	return fnErr, lk.stepReleased(ctx, s, l, a, o, l.release(ctx, a))
+}
+
+// stepReleased finishes a step whose release a returned err: a step whose
+// release was applied is told to the Observer; one whose bookkeeping did not
+// arrive (other than for a lock found lost) still frees the document. It
+// returns the release's error.
+func (lk *Locker) stepReleased(ctx context.Context, s *stepRequest, l *Lock, a releaseAction, o stepOutcome, err error) error {
 	if err == nil {
 		observeStep(s.r.cfg.observer, lk.coll.Name(), o)
+		return nil
 	}
-	if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
-		// The bookkeeping did not arrive: still free the document.
+	if !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
 		err = errors.Join(err, l.release(ctx, releaseAction{}))
 	}
-	return fnErr, err
+	return err
 }
 
 // decideStep runs fn on a locked document, its lease kept alive by what
@@ -442,18 +449,7 @@ type sleeper struct{ t *time.Timer }
 
 // sleep waits for d, a wake, or the end of ctx (then it returns ctx's error).
 func (z *sleeper) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
-	if z.t == nil {
-		z.t = time.NewTimer(d)
-	} else {
-		z.t.Reset(d)
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-z.t.C:
-	case <-wake:
-	}
-	return nil
+	return z.sleepOr(ctx, d, wake, nil, nil) // a nil channel never delivers
 }
 
 func (z *sleeper) stop() {

@@ -258,13 +258,7 @@ func (lk *Locker) runBatchStep(ctx context.Context, s *stepRequest, c claimed, f
 	// The worker is free at once: its release goes out with others while
 	// the dispatcher claims its next document.
 	pub.send(l, a, func(err error) {
-		if err == nil {
-			observeStep(s.r.cfg.observer, lk.coll.Name(), o)
-		}
-		if err != nil && !errors.Is(err, ErrLockLost) && (a.update != nil || a.delete) {
-			// The bookkeeping did not arrive: still free the document.
-			err = errors.Join(err, l.release(context.WithoutCancel(ctx), releaseAction{}))
-		}
+		err = lk.stepReleased(context.WithoutCancel(ctx), s, l, a, o, err)
 		if err != nil && !errors.Is(err, ErrLockLost) {
 			pub.fail(err)
 		}
