@@ -242,8 +242,9 @@ func lockIdentities(ctx context.Context, coll *mongo.Collection, infos []mongolo
 	ids := make([]bson.D, len(infos))
 	for i, in := range infos {
 		var at any // a lock without a time matches a null or missing one
+		listed := bson.NewDateTimeFromTime(in.LockTime)
 		if !in.LockTime.IsZero() {
-			at = bson.NewDateTimeFromTime(in.LockTime)
+			at = listed
 		}
 		id := bson.D{{Key: "_id", Value: in.DocumentID}, {Key: mongolock.LockKey, Value: in.LockID}}
 		doc := byID[rawKey(mustRaw(in.DocumentID))]
@@ -251,7 +252,7 @@ func lockIdentities(ctx context.Context, coll *mongo.Collection, infos []mongolo
 		holderID, _ := holder.Lookup("lock_id").StringValueOK()
 		lockTime, _ := doc.Lookup(mongolock.LockTimeKey).DateTimeOK()
 		switch nonce, hasNonce := holder.Lookup("nonce").StringValueOK(); {
-		case holderID != in.LockID || at == nil || lockTime != int64(at.(bson.DateTime)):
+		case holderID != in.LockID || at == nil || lockTime != int64(listed):
 			ids[i] = append(id, bson.E{Key: mongolock.LockTimeKey, Value: at})
 		case hasNonce:
 			ids[i] = append(id, bson.E{Key: mongolock.HolderKey + ".nonce", Value: nonce})
