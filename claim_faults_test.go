@@ -192,17 +192,7 @@ func TestFaultReleaseAll(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				cmd := "update"
-				for _, l := range locks {
-					if del {
-						err, cmd = l.SetDeleteOnRelease(), "delete"
-					} else {
-						err = l.SetUpdateOnRelease(setDone)
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
+				cmd := setOnRelease(t, locks, del)
 				f.hit(t, flt, cmd, func() { err = mongolock.ReleaseAll(ctx, locks...) })
 				if err != nil {
 					t.Fatalf("ReleaseAll after a %s: %v", flt.name, err)
@@ -267,17 +257,7 @@ func TestFaultReleaseAllRetriedAfterLostReplies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cmd := "update"
-			for _, l := range locks {
-				if del {
-					err, cmd = l.SetDeleteOnRelease(), "delete"
-				} else {
-					err = l.SetUpdateOnRelease(setDone)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			cmd := setOnRelease(t, locks, del)
 			f.proxy.LoseReply(cmd, 100) // every copy
 			if err := mongolock.ReleaseAll(ctx, locks...); err == nil || !strings.Contains(err.Error(), "may remain") {
 				t.Fatalf("ReleaseAll with every reply lost: %v; want the error that the locks may remain", err)
@@ -347,4 +327,23 @@ func TestFaultReleaseAllAfterBrokenLock(t *testing.T) {
 	if n, _ := f.direct.CountDocuments(ctx, bson.D{{Key: "state", Value: "DONE"}}); n != 2 {
 		t.Errorf("%d documents DONE, want the 2 whose locks were ours", n)
 	}
+}
+
+// setOnRelease sets every lock to publish DONE on release, or with del to
+// delete its document, and returns the command the release sends.
+func setOnRelease(t *testing.T, locks []*mongolock.Lock, del bool) string {
+	t.Helper()
+	for _, l := range locks {
+		set := func() error { return l.SetUpdateOnRelease(setDone) }
+		if del {
+			set = l.SetDeleteOnRelease
+		}
+		if err := set(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if del {
+		return "delete"
+	}
+	return "update"
 }
